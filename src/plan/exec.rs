@@ -1,0 +1,156 @@
+//! The executor: one arena, the steps in order, no allocation and no unsafe. Each step borrows its inputs
+//! and its output as disjoint slices of the arena (the memory plan guarantees they never overlap).
+
+use super::memory::ALIGN;
+use super::{Plan, StepKind, Value, ValueType};
+use crate::error::{Error, Result};
+use crate::graph::QParams;
+use crate::kernels::{QConvParams, Requant};
+use core::ops::Range;
+use std::prelude::v1::*;
+
+/// A read-only view of one activation, handed to observers (calibration, reports, debugging).
+pub enum ValueRef<'v> {
+    F32(&'v [f32]),
+    /// Quantized values in the internal int8 domain, with the value's stored quantization.
+    I8(&'v [i8], QParams),
+}
+
+/// Runs a [`Plan`]. Holds the arena; build once, call [`Executor::run`] many times.
+pub struct Executor<'p, 'a> {
+    plan: &'p Plan<'a>,
+    arena: Vec<u8>,
+    base: usize,
+}
+
+fn range(v: &Value) -> Range<usize> {
+    v.offset..v.offset + v.bytes
+}
+
+/// Splits the arena into the output (mutable) and up to two inputs (shared). Ranges are disjoint by plan.
+fn borrow<'s>(arena: &'s mut [u8], out: Range<usize>, ins: [Range<usize>; 2]) -> (&'s mut [u8], [&'s [u8]; 2]) {
+    let (left, rest) = arena.split_at_mut(out.start);
+    let (out_buf, right) = rest.split_at_mut(out.end - out.start);
+    let (left, right): (&[u8], &[u8]) = (left, right);
+    let pick = |r: Range<usize>| -> &'s [u8] {
+        if r.end <= out.start {
+            &left[r]
+        } else {
+            &right[r.start - out.end..r.end - out.end]
+        }
+    };
+    let [a, b] = ins;
+    (out_buf, [pick(a), pick(b)])
+}
+
+fn f32s(b: &[u8]) -> &[f32] {
+    bytemuck::cast_slice(b)
+}
+fn f32s_mut(b: &mut [u8]) -> &mut [f32] {
+    bytemuck::cast_slice_mut(b)
+}
+fn i8s(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+fn i8s_mut(b: &mut [u8]) -> &mut [i8] {
+    bytemuck::cast_slice_mut(b)
+}
+
+impl<'p, 'a> Executor<'p, 'a> {
+    pub(super) fn new(plan: &'p Plan<'a>) -> Self {
+        let arena = vec![0u8; plan.arena_bytes + ALIGN];
+        let base = arena.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Executor { plan, arena, base }
+    }
+
+    /// The plan this executor runs.
+    pub fn plan(&self) -> &'p Plan<'a> {
+        self.plan
+    }
+
+    fn arena(&mut self) -> &mut [u8] {
+        let len = self.plan.arena_bytes;
+        &mut self.arena[self.base..self.base + len]
+    }
+
+    /// Runs one inference on `input` (f32, the plan's input shape, batch included) and returns the output
+    /// (f32 for f32 outputs; for a quantized output use [`Executor::output_ref`]). Allocates nothing.
+    pub fn run(&mut self, input: &[f32]) -> Result<&[f32]> {
+        self.run_observed(input, &mut |_, _| {})?;
+        match self.output_ref() {
+            ValueRef::F32(v) => Ok(v),
+            ValueRef::I8(..) => Err(Error::Input("the model's output is quantized; read it with output_ref()".into())),
+        }
+    }
+
+    /// The graph output of the last run.
+    pub fn output_ref(&self) -> ValueRef<'_> {
+        self.value_ref(self.plan.output)
+    }
+
+    /// A view of value `index` (into `plan.values`) as left by the last run.
+    pub fn value_ref(&self, index: usize) -> ValueRef<'_> {
+        let v = &self.plan.values[index];
+        let bytes = &self.arena[self.base + v.offset..][..v.bytes];
+        match v.ty {
+            ValueType::F32 => ValueRef::F32(f32s(bytes)),
+            ValueType::Q(q) => ValueRef::I8(i8s(bytes), q),
+        }
+    }
+
+    /// Runs like [`Executor::run`] and calls `observer(step_index, output)` after every step.
+    pub fn run_observed(&mut self, input: &[f32], observer: &mut dyn FnMut(usize, ValueRef<'_>)) -> Result<()> {
+        let plan = self.plan;
+        let iv = &plan.values[plan.input];
+        if input.len() != iv.numel() {
+            return Err(Error::Input(format!("input has {} values, the plan expects {} (shape {:?})", input.len(), iv.numel(), iv.shape)));
+        }
+        let r = range(iv);
+        f32s_mut(&mut self.arena()[r]).copy_from_slice(input);
+        for (i, step) in plan.steps.iter().enumerate() {
+            let out = range(&plan.values[step.output]);
+            let in0 = range(&plan.values[step.inputs[0]]);
+            let in1 = step.inputs.get(1).map_or(in0.clone(), |&v| range(&plan.values[v]));
+            let (y, [x, r]) = borrow(self.arena(), out, [in0, in1]);
+            run_step(&step.kind, x, r, y, step.inputs.len() == 2);
+            observer(i, self.value_ref(step.output));
+        }
+        Ok(())
+    }
+}
+
+fn requant<'q>(o: &'q super::steps::QOut) -> Requant<'q> {
+    Requant { multiplier: &o.multiplier, shift: &o.shift, zero_point: o.zero_point, lo: o.lo, hi: o.hi }
+}
+
+fn run_step(kind: &StepKind<'_>, x: &[u8], r: &[u8], y: &mut [u8], has_second: bool) {
+    match kind {
+        StepKind::Conv { f, geom, weight, bias, clamp } => {
+            let res = has_second.then(|| f32s(r));
+            f(geom, f32s(x), weight, bias, res, *clamp, f32s_mut(y))
+        }
+        StepKind::QConv { f, geom, x_zp, weight, bias, out, residual } => {
+            let p = QConvParams { x_zero_point: *x_zp, weight, bias, requant: requant(out), residual: *residual };
+            let res = has_second.then(|| i8s(r));
+            f(geom, &p, i8s(x), res, i8s_mut(y))
+        }
+        StepKind::MaxPool { f, geom } => f(geom, f32s(x), f32s_mut(y)),
+        StepKind::QMaxPool { f, geom } => f(geom, i8s(x), i8s_mut(y)),
+        StepKind::AvgPool { f, geom, count_include_pad } => f(geom, *count_include_pad, f32s(x), f32s_mut(y)),
+        StepKind::QAvgPool { f, geom, x_zp, out } => f(geom, *x_zp, &requant(out), i8s(x), i8s_mut(y)),
+        StepKind::Gap { f, hw } => f(*hw, f32s(x), f32s_mut(y)),
+        StepKind::QGap { f, hw, x_zp, out } => f(*hw, *x_zp, &requant(out), i8s(x), i8s_mut(y)),
+        StepKind::Add { f, clamp } => f(f32s(x), f32s(r), *clamp, f32s_mut(y)),
+        StepKind::QAdd { f, params } => f(params, i8s(x), i8s(r), i8s_mut(y)),
+        StepKind::Clamp { f, clamp } => f(f32s(x), *clamp, f32s_mut(y)),
+        StepKind::QClamp { f, lo, hi } => f(i8s(x), *lo, *hi, i8s_mut(y)),
+        StepKind::Affine { f, hw, scale, shift } => f(*hw, scale, shift, f32s(x), f32s_mut(y)),
+        StepKind::Shortcut { f, geom } => f(geom, 0.0, f32s(x), f32s_mut(y)),
+        StepKind::QShortcut { f, geom, zero } => f(geom, *zero, i8s(x), i8s_mut(y)),
+        StepKind::Quantize { f, scale, zp, lo, hi } => f(*scale, *zp, *lo, *hi, f32s(x), i8s_mut(y)),
+        StepKind::Dequantize { f, scale, zp } => f(*scale, *zp, i8s(x), f32s_mut(y)),
+        StepKind::Softmax { f, cols } => f(*cols, f32s(x), f32s_mut(y)),
+        StepKind::Copy { f } => f(f32s(x), f32s_mut(y)),
+        StepKind::QCopy { f } => f(i8s(x), i8s_mut(y)),
+    }
+}

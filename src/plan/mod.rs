@@ -1,0 +1,142 @@
+//! The planner: validates a model, runs the graph passes, infers every shape for a batch size, picks one
+//! kernel per node (logged at info level), prepares weights once, and lays all activations out in one
+//! arena by liveness. [`Executor::run`] then only calls kernels: it allocates nothing.
+
+mod exec;
+pub mod memory;
+pub mod passes;
+mod steps;
+
+pub use exec::{Executor, ValueRef};
+pub use steps::StepKind;
+
+use crate::error::{Error, Result};
+use crate::graph::{Model, QParams};
+use crate::kernels::Isa;
+use std::prelude::v1::*;
+
+/// Planner settings.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Batch size the plan is built for.
+    pub batch: usize,
+    /// Run the fold / fuse passes (on by default; off to execute the graph exactly as stored).
+    pub optimize: bool,
+    /// Highest instruction-set tier kernels may use.
+    pub max_isa: Isa,
+    /// Refuse plans whose arena would exceed this many bytes (hostile or absurd shapes).
+    pub max_arena_bytes: usize,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { batch: 1, optimize: true, max_isa: Isa::Scalar, max_arena_bytes: 1 << 31 }
+    }
+}
+
+/// Element type of an activation value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ValueType {
+    F32,
+    /// Quantized, as stored in the file (the kernels see the internal int8 form, see `quant::internal_i8`).
+    Q(QParams),
+}
+
+impl ValueType {
+    pub fn elem_size(&self) -> usize {
+        match self {
+            ValueType::F32 => 4,
+            ValueType::Q(_) => 1,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            ValueType::F32 => "f32",
+            ValueType::Q(q) => match q.dtype {
+                crate::graph::QType::I8 => "i8",
+                crate::graph::QType::U8 => "u8",
+            },
+        }
+    }
+}
+
+/// One activation tensor in the arena.
+#[derive(Clone, Debug)]
+pub struct Value {
+    pub name: String,
+    /// Shape including the batch dimension ([N, C, H, W] or [N, F]).
+    pub shape: Vec<usize>,
+    pub ty: ValueType,
+    pub offset: usize,
+    pub bytes: usize,
+}
+
+impl Value {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// One planned node.
+pub struct Step<'a> {
+    pub name: String,
+    pub op: &'static str,
+    /// Registry name of the chosen kernel.
+    pub kernel: &'static str,
+    pub isa: Isa,
+    /// Indices into [`Plan::values`].
+    pub inputs: Vec<usize>,
+    pub output: usize,
+    /// Multiply-accumulates for the whole batch (convolutions and linear layers; 0 elsewhere).
+    pub macs: u64,
+    /// Learnable parameters the node holds.
+    pub params: u64,
+    pub(crate) kind: StepKind<'a>,
+}
+
+/// A model ready to run: steps, values and arena size. Weights borrow from the model file where possible.
+pub struct Plan<'a> {
+    pub name: String,
+    pub steps: Vec<Step<'a>>,
+    pub values: Vec<Value>,
+    pub input: usize,
+    pub output: usize,
+    pub arena_bytes: usize,
+    pub batch: usize,
+}
+
+impl<'a> Plan<'a> {
+    /// Builds the plan. Every check that can fail happens here, never in `run`.
+    pub fn new(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a>> {
+        if opts.batch == 0 {
+            return Err(Error::Input("batch size must be at least 1".into()));
+        }
+        let optimized;
+        let model = if opts.optimize {
+            optimized = passes::optimize(model)?;
+            &optimized
+        } else {
+            model
+        };
+        steps::build(model, opts)
+    }
+
+    /// Total multiply-accumulates of one run (whole batch).
+    pub fn macs(&self) -> u64 {
+        self.steps.iter().map(|s| s.macs).sum()
+    }
+
+    /// A fresh executor with its own arena (the only allocation; reuse it across runs).
+    pub fn executor(&self) -> Executor<'_, 'a> {
+        Executor::new(self)
+    }
+
+    /// The input value ([N, C, H, W], f32).
+    pub fn input_value(&self) -> &Value {
+        &self.values[self.input]
+    }
+    /// The output value.
+    pub fn output_value(&self) -> &Value {
+        &self.values[self.output]
+    }
+}

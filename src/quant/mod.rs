@@ -1,0 +1,184 @@
+//! The int8 arithmetic specification (docs/int8-spec.md), as code. Every backend must reproduce these
+//! functions bit for bit; the scalar kernels call them directly.
+
+mod lower;
+
+pub use lower::{lower_to_int8, ActivationScheme, Ranges};
+
+use crate::graph::QParams;
+
+/// Largest and smallest allowed total right shift of a requantization multiplier.
+pub const SHIFT_RANGE: core::ops::RangeInclusive<i32> = 1..=62;
+
+/// Splits a positive real multiplier into `(m, shift)` with `m` in [2^30, 2^31) and
+/// `real ≈ m * 2^-shift`. Returns None if `real` is not finite and positive or needs a shift outside
+/// [`SHIFT_RANGE`] (real multipliers from about 4.7e-10 up to 2^30).
+pub fn quantize_multiplier(real: f64) -> Option<(i32, i32)> {
+    if !(real.is_finite() && real > 0.0) {
+        return None;
+    }
+    // real = frac * 2^exp with frac in [0.5, 1), computed exactly by repeated scaling by two.
+    let (mut frac, mut exp) = (real, 0i32);
+    while frac >= 1.0 {
+        frac /= 2.0;
+        exp += 1;
+    }
+    while frac < 0.5 {
+        frac *= 2.0;
+        exp -= 1;
+    }
+    let mut m = libm::round(frac * (1u64 << 31) as f64) as i64;
+    if m == 1 << 31 {
+        m /= 2;
+        exp += 1;
+    }
+    let shift = 31 - exp;
+    SHIFT_RANGE.contains(&shift).then_some((m as i32, shift))
+}
+
+/// The requantization rule: `round_half_up(acc * m / 2^shift)`, computed exactly in 64 bits and saturated to
+/// i32. `shift` must lie in [`SHIFT_RANGE`] (checked when the plan is built).
+#[inline(always)]
+pub fn requantize(acc: i32, m: i32, shift: i32) -> i32 {
+    let prod = acc as i64 * m as i64;
+    let rounded = (prod + (1i64 << (shift - 1))) >> shift;
+    rounded.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+}
+
+/// Final step of every int8 op: add the output zero point and clamp to [lo, hi] (the storage range
+/// narrowed by the fused activation).
+#[inline(always)]
+pub fn saturate(v: i32, zero_point: i32, lo: i32, hi: i32) -> i8 {
+    v.saturating_add(zero_point).clamp(lo, hi) as i8
+}
+
+/// Quantizes one f32: `clamp(round_half_away(x / scale) + zero_point)`. NaN maps to the zero point.
+#[inline]
+pub fn quantize_f32(x: f32, scale: f32, zero_point: i32, lo: i32, hi: i32) -> i8 {
+    let r = libm::roundf(x / scale);
+    // `as` saturates in Rust, so huge values clamp instead of wrapping; NaN becomes 0.
+    saturate(r as i32, zero_point, lo, hi)
+}
+
+/// Dequantizes one value: `(q - zero_point) * scale`.
+#[inline]
+pub fn dequantize(q: i8, scale: f32, zero_point: i32) -> f32 {
+    (q as i32 - zero_point) as f32 * scale
+}
+
+/// The internal int8 view of a quantized value: uint8 storage becomes int8 with the zero point moved by -128.
+/// Returns (zero_point, qmin, qmax) in the int8 domain.
+pub fn internal_i8(q: &QParams) -> (i32, i32, i32) {
+    let (lo, hi) = q.range();
+    let off = lo + 128;
+    (q.zero_point - off, lo - off, hi - off)
+}
+
+/// The int8 clamp bounds of an activation on a value quantized with `q` (internal int8 domain).
+pub fn activation_bounds(act: crate::graph::Activation, q: &QParams) -> (i32, i32) {
+    let (zp, qmin, qmax) = internal_i8(q);
+    let (lo, hi) = act.bounds();
+    let to_q = |v: f32| -> i32 {
+        if v.is_infinite() {
+            if v > 0.0 {
+                qmax
+            } else {
+                qmin
+            }
+        } else {
+            (libm::roundf(v / q.scale) as i32).saturating_add(zp).clamp(qmin, qmax)
+        }
+    };
+    (to_q(lo).max(qmin), to_q(hi).min(qmax))
+}
+
+/// Quantization parameters covering [min, max] (always widened to include 0, so zero padding is exact).
+pub fn qparams_for_range(min: f32, max: f32, scheme: ActivationScheme) -> QParams {
+    use crate::graph::QType;
+    let (min, max) = (min.min(0.0), max.max(0.0));
+    let span_ok = |s: f32| if s > 0.0 && s.is_finite() { s } else { 1.0 };
+    match scheme {
+        ActivationScheme::SymmetricI8 => {
+            let scale = span_ok(min.abs().max(max) / 127.0);
+            QParams { dtype: QType::I8, scale, zero_point: 0 }
+        }
+        ActivationScheme::AsymmetricI8 | ActivationScheme::AsymmetricU8 => {
+            let (dtype, qmin) = match scheme {
+                ActivationScheme::AsymmetricU8 => (QType::U8, 0),
+                _ => (QType::I8, -128),
+            };
+            let scale = span_ok((max - min) / 255.0);
+            let zero_point = (qmin as f32 - libm::roundf(min / scale)).clamp(qmin as f32, (qmin + 255) as f32) as i32;
+            QParams { dtype, scale, zero_point }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multiplier_reconstructs_real() {
+        for &real in &[1e-9, 3.3e-5, 0.00123, 0.25, 0.5, 0.7071, 0.99999999, 1.0, 1.5, 37.0, 1e6] {
+            let (m, s) = quantize_multiplier(real).unwrap();
+            assert!((1 << 30..=i32::MAX).contains(&m), "m={m} for {real}");
+            let back = m as f64 / 2f64.powi(s);
+            assert!((back - real).abs() <= real * 1e-9, "{real} -> {m}, {s} -> {back}");
+        }
+        assert!(quantize_multiplier(0.0).is_none());
+        assert!(quantize_multiplier(f64::NAN).is_none());
+        assert!(quantize_multiplier(1e-30).is_none());
+    }
+
+    #[test]
+    fn requantize_rounds_half_up_exactly() {
+        // m = 2^30, shift = 31 is an exact multiply by 1/2: ties go up (towards +inf).
+        let (m, s) = (1 << 30, 31);
+        assert_eq!(requantize(3, m, s), 2);
+        assert_eq!(requantize(-3, m, s), -1);
+        assert_eq!(requantize(5, m, s), 3);
+        assert_eq!(requantize(-5, m, s), -2);
+        assert_eq!(requantize(4, m, s), 2);
+        // Saturation instead of wrapping for large multipliers.
+        assert_eq!(requantize(i32::MAX, i32::MAX, 1), i32::MAX);
+        assert_eq!(requantize(i32::MIN, i32::MAX, 1), i32::MIN);
+        // Against an independent big-rational computation on random values.
+        let mut x: u64 = 0x9E3779B97F4A7C15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let acc = (x as i32) >> (x % 16);
+            let m = ((x >> 32) as i32 & 0x3fff_ffff) | 0x4000_0000;
+            let s = 31 + (x % 20) as i32;
+            let num = acc as i128 * m as i128;
+            let den = 1i128 << s;
+            let floor = num.div_euclid(den);
+            let expect = if (num - floor * den) * 2 >= den { floor + 1 } else { floor };
+            assert_eq!(requantize(acc, m, s) as i128, expect, "acc={acc} m={m} s={s}");
+        }
+    }
+
+    #[test]
+    fn uint8_maps_to_int8_domain() {
+        use crate::graph::QType;
+        let q = QParams { dtype: QType::U8, scale: 0.1, zero_point: 3 };
+        assert_eq!(internal_i8(&q), (3 - 128, -128, 127));
+        let q = QParams { dtype: QType::I8, scale: 0.1, zero_point: -5 };
+        assert_eq!(internal_i8(&q), (-5, -128, 127));
+    }
+
+    #[test]
+    fn range_includes_zero_and_extremes() {
+        let q = qparams_for_range(0.5, 6.0, ActivationScheme::AsymmetricI8);
+        assert_eq!(q.zero_point, -128);
+        let q = qparams_for_range(-1.0, 1.0, ActivationScheme::SymmetricI8);
+        assert_eq!(q.zero_point, 0);
+        assert!((q.scale - 1.0 / 127.0).abs() < 1e-9);
+        let q = qparams_for_range(-2.0, 3.0, ActivationScheme::AsymmetricU8);
+        let (zp, lo, hi) = internal_i8(&q);
+        assert_eq!((lo, hi), (-128, 127));
+        assert_eq!(quantize_f32(0.0, q.scale, zp, lo, hi) as i32, zp);
+    }
+}
