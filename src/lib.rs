@@ -24,3 +24,5 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use graph::{Graph, Model};
 pub use plan::{Executor, Plan, PlanOptions};
+#[cfg(feature = "std")]
+pub mod zoo;

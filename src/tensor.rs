@@ -1,9 +1,9 @@
 //! Element types and borrowed-or-owned tensor storage.
 
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::prelude::v1::*;
-use serde::{Deserialize, Serialize};
 
 /// Element type of a stored tensor or of an activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,7 +81,9 @@ impl<'a> Tensor<'a> {
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         match self.dtype {
             DType::F32 => Ok(self.data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-            DType::F16 => Ok(self.data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()),
+            DType::F16 => {
+                Ok(self.data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+            }
             other => Err(Error::tensor(name, format!("expected f32 or f16, found {}", other.name()))),
         }
     }
@@ -98,10 +100,7 @@ impl<'a> Tensor<'a> {
 
     fn expect_dtype(&self, name: &str, dtype: DType) -> Result<()> {
         if self.dtype != dtype {
-            return Err(Error::tensor(
-                name,
-                format!("expected {}, found {}", dtype.name(), self.dtype.name()),
-            ));
+            return Err(Error::tensor(name, format!("expected {}, found {}", dtype.name(), self.dtype.name())));
         }
         Ok(())
     }

@@ -39,9 +39,11 @@ struct ModelMeta {
 pub fn load(bytes: &[u8]) -> Result<Model<'_>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Container(format!("{e}")))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::Container(format!("{e}")))?;
-    let meta = header.metadata().as_ref().ok_or_else(|| Error::Metadata("no __metadata__ (not a ResEdge model)".into()))?;
+    let meta =
+        header.metadata().as_ref().ok_or_else(|| Error::Metadata("no __metadata__ (not a ResEdge model)".into()))?;
     let version = meta.get(KEY_VERSION).ok_or_else(|| Error::Metadata(format!("missing `{KEY_VERSION}`")))?;
-    let version: u32 = version.parse().map_err(|_| Error::Metadata(format!("`{KEY_VERSION}` is not a number: {version:?}")))?;
+    let version: u32 =
+        version.parse().map_err(|_| Error::Metadata(format!("`{KEY_VERSION}` is not a number: {version:?}")))?;
     if version != FORMAT_VERSION {
         return Err(Error::Version { found: version, supported: FORMAT_VERSION });
     }
@@ -57,7 +59,8 @@ pub fn load(bytes: &[u8]) -> Result<Model<'_>> {
             safetensors::Dtype::I32 => DType::I32,
             other => return Err(Error::tensor(name, format!("unsupported dtype {other:?}"))),
         };
-        tensors.insert(name.to_string(), Tensor { dtype, shape: view.shape().to_vec(), data: Cow::Borrowed(view.data()) });
+        tensors
+            .insert(name.to_string(), Tensor { dtype, shape: view.shape().to_vec(), data: Cow::Borrowed(view.data()) });
     }
     Ok(Model { name: m.name, graph: m.graph, tensors, preprocess: m.preprocess, labels: m.labels })
 }

@@ -19,7 +19,10 @@ pub enum Activation {
     None,
     Relu,
     Relu6,
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
 }
 
 impl Activation {
@@ -111,9 +114,13 @@ pub enum Op {
     },
     /// Inference batchnorm: tensors `gamma`, `beta`, `mean`, `var` [C]. Folded into the preceding conv by
     /// the planner where possible; otherwise run as a per-channel affine (f32 only).
-    BatchNorm { eps: f32 },
+    BatchNorm {
+        eps: f32,
+    },
     /// Standalone activation (ReLU, ReLU6, Clip).
-    Act { activation: Activation },
+    Act {
+        activation: Activation,
+    },
     /// Elementwise sum of two same-shaped inputs (the residual add), then the activation.
     Add {
         #[serde(default)]
@@ -142,7 +149,11 @@ pub enum Op {
     /// Softmax over the last axis (f32).
     Softmax,
     /// The paper's option-A shortcut: subsample by `stride`, zero-pad channels before and after.
-    ShortcutA { stride: usize, pad_before: usize, pad_after: usize },
+    ShortcutA {
+        stride: usize,
+        pad_before: usize,
+        pad_after: usize,
+    },
     /// f32 -> quantized, by the node's `output_q`.
     Quantize,
     /// quantized -> f32.

@@ -103,7 +103,12 @@ impl<'p, 'a> Executor<'p, 'a> {
         let plan = self.plan;
         let iv = &plan.values[plan.input];
         if input.len() != iv.numel() {
-            return Err(Error::Input(format!("input has {} values, the plan expects {} (shape {:?})", input.len(), iv.numel(), iv.shape)));
+            return Err(Error::Input(format!(
+                "input has {} values, the plan expects {} (shape {:?})",
+                input.len(),
+                iv.numel(),
+                iv.shape
+            )));
         }
         let r = range(iv);
         f32s_mut(&mut self.arena()[r]).copy_from_slice(input);

@@ -8,7 +8,7 @@ pub mod passes;
 mod steps;
 
 pub use exec::{Executor, ValueRef};
-pub use steps::StepKind;
+pub use steps::{QOut, StepKind};
 
 use crate::error::{Error, Result};
 use crate::graph::{Model, QParams};

@@ -67,7 +67,11 @@ pub fn fold_batchnorm(m: &mut Model<'_>) -> Result<()> {
         let (gamma, beta, mean, var) =
             (get("gamma", &bn_name)?, get("beta", &bn_name)?, get("mean", &bn_name)?, get("var", &bn_name)?);
         let mut w = get("weight", &cname)?;
-        let bias = if m.tensors.contains_key(&format!("{cname}.bias")) { get("bias", &cname)? } else { vec![0.0; out_channels] };
+        let bias = if m.tensors.contains_key(&format!("{cname}.bias")) {
+            get("bias", &cname)?
+        } else {
+            vec![0.0; out_channels]
+        };
         if [gamma.len(), beta.len(), mean.len(), var.len(), bias.len()].iter().any(|&l| l != out_channels)
             || out_channels == 0
             || w.len() % out_channels != 0
@@ -161,7 +165,11 @@ pub fn fuse_activation(m: &mut Model<'_>) {
             continue;
         }
         let slot = match &mut m.graph.nodes[pi].op {
-            Op::Conv { activation: a, .. } | Op::Add { activation: a } | Op::Linear { activation: a, .. } if a.is_none() => a,
+            Op::Conv { activation: a, .. } | Op::Add { activation: a } | Op::Linear { activation: a, .. }
+                if a.is_none() =>
+            {
+                a
+            }
             _ => {
                 i += 1;
                 continue;

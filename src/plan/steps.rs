@@ -29,26 +29,105 @@ pub struct QOut {
 
 /// What a step does, with its prepared parameters and kernel entry point.
 pub enum StepKind<'a> {
-    Conv { f: F32ConvFn, geom: ConvGeom, weight: Cow<'a, [f32]>, bias: Vec<f32>, clamp: (f32, f32) },
-    QConv { f: QConvFn, geom: ConvGeom, x_zp: i32, weight: Cow<'a, [i8]>, bias: Vec<i32>, out: QOut, residual: Option<ResidualRequant> },
-    MaxPool { f: fn(&ConvGeom, &[f32], &mut [f32]), geom: ConvGeom },
-    QMaxPool { f: fn(&ConvGeom, &[i8], &mut [i8]), geom: ConvGeom },
-    AvgPool { f: fn(&ConvGeom, bool, &[f32], &mut [f32]), geom: ConvGeom, count_include_pad: bool },
-    QAvgPool { f: fn(&ConvGeom, i32, &crate::kernels::Requant<'_>, &[i8], &mut [i8]), geom: ConvGeom, x_zp: i32, out: QOut },
-    Gap { f: fn(usize, &[f32], &mut [f32]), hw: usize },
-    QGap { f: fn(usize, i32, &crate::kernels::Requant<'_>, &[i8], &mut [i8]), hw: usize, x_zp: i32, out: QOut },
-    Add { f: fn(&[f32], &[f32], (f32, f32), &mut [f32]), clamp: (f32, f32) },
-    QAdd { f: fn(&AddParams, &[i8], &[i8], &mut [i8]), params: AddParams },
-    Clamp { f: fn(&[f32], (f32, f32), &mut [f32]), clamp: (f32, f32) },
-    QClamp { f: fn(&[i8], i32, i32, &mut [i8]), lo: i32, hi: i32 },
-    Affine { f: fn(usize, &[f32], &[f32], &[f32], &mut [f32]), hw: usize, scale: Vec<f32>, shift: Vec<f32> },
-    Shortcut { f: fn(&ShortcutGeom, f32, &[f32], &mut [f32]), geom: ShortcutGeom },
-    QShortcut { f: fn(&ShortcutGeom, i8, &[i8], &mut [i8]), geom: ShortcutGeom, zero: i8 },
-    Quantize { f: fn(f32, i32, i32, i32, &[f32], &mut [i8]), scale: f32, zp: i32, lo: i32, hi: i32 },
-    Dequantize { f: fn(f32, i32, &[i8], &mut [f32]), scale: f32, zp: i32 },
-    Softmax { f: fn(usize, &[f32], &mut [f32]), cols: usize },
-    Copy { f: fn(&[f32], &mut [f32]) },
-    QCopy { f: fn(&[i8], &mut [i8]) },
+    Conv {
+        f: F32ConvFn,
+        geom: ConvGeom,
+        weight: Cow<'a, [f32]>,
+        bias: Vec<f32>,
+        clamp: (f32, f32),
+    },
+    QConv {
+        f: QConvFn,
+        geom: ConvGeom,
+        x_zp: i32,
+        weight: Cow<'a, [i8]>,
+        bias: Vec<i32>,
+        out: QOut,
+        residual: Option<ResidualRequant>,
+    },
+    MaxPool {
+        f: fn(&ConvGeom, &[f32], &mut [f32]),
+        geom: ConvGeom,
+    },
+    QMaxPool {
+        f: fn(&ConvGeom, &[i8], &mut [i8]),
+        geom: ConvGeom,
+    },
+    AvgPool {
+        f: fn(&ConvGeom, bool, &[f32], &mut [f32]),
+        geom: ConvGeom,
+        count_include_pad: bool,
+    },
+    QAvgPool {
+        f: fn(&ConvGeom, i32, &crate::kernels::Requant<'_>, &[i8], &mut [i8]),
+        geom: ConvGeom,
+        x_zp: i32,
+        out: QOut,
+    },
+    Gap {
+        f: fn(usize, &[f32], &mut [f32]),
+        hw: usize,
+    },
+    QGap {
+        f: fn(usize, i32, &crate::kernels::Requant<'_>, &[i8], &mut [i8]),
+        hw: usize,
+        x_zp: i32,
+        out: QOut,
+    },
+    Add {
+        f: fn(&[f32], &[f32], (f32, f32), &mut [f32]),
+        clamp: (f32, f32),
+    },
+    QAdd {
+        f: fn(&AddParams, &[i8], &[i8], &mut [i8]),
+        params: AddParams,
+    },
+    Clamp {
+        f: fn(&[f32], (f32, f32), &mut [f32]),
+        clamp: (f32, f32),
+    },
+    QClamp {
+        f: fn(&[i8], i32, i32, &mut [i8]),
+        lo: i32,
+        hi: i32,
+    },
+    Affine {
+        f: fn(usize, &[f32], &[f32], &[f32], &mut [f32]),
+        hw: usize,
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Shortcut {
+        f: fn(&ShortcutGeom, f32, &[f32], &mut [f32]),
+        geom: ShortcutGeom,
+    },
+    QShortcut {
+        f: fn(&ShortcutGeom, i8, &[i8], &mut [i8]),
+        geom: ShortcutGeom,
+        zero: i8,
+    },
+    Quantize {
+        f: fn(f32, i32, i32, i32, &[f32], &mut [i8]),
+        scale: f32,
+        zp: i32,
+        lo: i32,
+        hi: i32,
+    },
+    Dequantize {
+        f: fn(f32, i32, &[i8], &mut [f32]),
+        scale: f32,
+        zp: i32,
+    },
+    Softmax {
+        f: fn(usize, &[f32], &mut [f32]),
+        cols: usize,
+    },
+    Copy {
+        f: fn(&[f32], &mut [f32]),
+    },
+    QCopy {
+        f: fn(&[i8], &mut [i8]),
+    },
 }
 
 /// Picks the best kernel of a family, or fails naming the node.
@@ -101,7 +180,10 @@ impl<'a> Builder<'_, 'a> {
     fn tensor_shaped(&self, node: &Node, role: &str, shape: &[usize]) -> Result<&Tensor<'a>> {
         let t = self.tensor(node, role)?;
         if t.shape != shape {
-            return Err(Error::tensor(&format!("{}.{role}", node.name), format!("shape {:?}, expected {:?}", t.shape, shape)));
+            return Err(Error::tensor(
+                &format!("{}.{role}", node.name),
+                format!("shape {:?}, expected {:?}", t.shape, shape),
+            ));
         }
         Ok(t)
     }
@@ -143,7 +225,10 @@ impl<'a> Builder<'_, 'a> {
         let mult_role = format!("{prefix}multiplier");
         let len = self.tensor(node, &mult_role)?.shape.clone();
         if len != [c] && len != [1] {
-            return Err(Error::tensor(&format!("{}.{mult_role}", node.name), format!("shape {len:?}, expected [{c}] or [1]")));
+            return Err(Error::tensor(
+                &format!("{}.{mult_role}", node.name),
+                format!("shape {len:?}, expected [{c}] or [1]"),
+            ));
         }
         let multiplier = self.i32_of(node, &mult_role, &len)?;
         let shift = self.i32_of(node, &format!("{prefix}shift"), &len)?;
@@ -154,7 +239,10 @@ impl<'a> Builder<'_, 'a> {
     }
 
     fn value(&self, node: &Node, name: &str) -> Result<usize> {
-        self.by_name.get(name).copied().ok_or_else(|| node_err(node, format!("input `{name}` is not defined before this node")))
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| node_err(node, format!("input `{name}` is not defined before this node")))
     }
 
     fn add_value(&mut self, name: &str, shape: Vec<usize>, ty: ValueType) -> Result<usize> {
@@ -232,7 +320,10 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
             b.isa.name()
         );
     }
-    let output = *b.by_name.get(&g.output).ok_or_else(|| Error::Graph(format!("output `{}` is not produced by any node", g.output)))?;
+    let output = *b
+        .by_name
+        .get(&g.output)
+        .ok_or_else(|| Error::Graph(format!("output `{}` is not produced by any node", g.output)))?;
 
     // Liveness: a value lives from its producing step to its last reader; the input from step 0, the output to the end.
     let n_steps = steps.len();
@@ -248,7 +339,10 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     life[output].last = n_steps;
     let (offsets, arena_bytes) = memory::assign(&life);
     if arena_bytes > opts.max_arena_bytes {
-        return Err(Error::TooLarge(format!("arena of {arena_bytes} bytes exceeds the limit of {}", opts.max_arena_bytes)));
+        return Err(Error::TooLarge(format!(
+            "arena of {arena_bytes} bytes exceeds the limit of {}",
+            opts.max_arena_bytes
+        )));
     }
     for (v, off) in b.values.iter_mut().zip(offsets) {
         v.offset = off;
@@ -259,14 +353,18 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
 fn quantized(node: &Node, v: &Value) -> Result<QParams> {
     match v.ty {
         ValueType::Q(q) => Ok(q),
-        ValueType::F32 => Err(node_err(node, format!("int8 node reads f32 value `{}` (insert a Quantize node)", v.name))),
+        ValueType::F32 => {
+            Err(node_err(node, format!("int8 node reads f32 value `{}` (insert a Quantize node)", v.name)))
+        }
     }
 }
 
 fn expect_f32(node: &Node, v: &Value) -> Result<()> {
     match v.ty {
         ValueType::F32 => Ok(()),
-        ValueType::Q(_) => Err(node_err(node, format!("f32 node reads quantized value `{}` (insert a Dequantize node)", v.name))),
+        ValueType::Q(_) => {
+            Err(node_err(node, format!("f32 node reads quantized value `{}` (insert a Dequantize node)", v.name)))
+        }
     }
 }
 
@@ -280,7 +378,10 @@ fn check_qparams(node: &Node, q: &QParams) -> Result<()> {
 
 fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
     if node.inputs.len() != node.op.arity() {
-        return Err(node_err(node, format!("{} takes {} input(s), got {}", node.op.name(), node.op.arity(), node.inputs.len())));
+        return Err(node_err(
+            node,
+            format!("{} takes {} input(s), got {}", node.op.name(), node.op.arity(), node.inputs.len()),
+        ));
     }
     let inputs: Vec<usize> = node.inputs.iter().map(|i| b.value(node, i)).collect::<Result<_>>()?;
     let x = b.values[inputs[0]].clone();
@@ -304,7 +405,10 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
             macs = geom.macs();
             params = (oc * geom.k() + if *bias { oc } else { 0 }) as u64;
             if *residual && b.values[inputs[1]].shape != out_shape {
-                return Err(node_err(node, format!("residual shape {:?} differs from output {:?}", b.values[inputs[1]].shape, out_shape)));
+                return Err(node_err(
+                    node,
+                    format!("residual shape {:?} differs from output {:?}", b.values[inputs[1]].shape, out_shape),
+                ));
             }
             match q_out {
                 None => {
@@ -322,9 +426,13 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                     let weight = b.i8_weights(node, &wshape)?;
                     let biasv = if *bias { b.i32_of(node, "bias", &[oc])? } else { vec![0; oc] };
                     // |acc| <= |bias| + K * 255 * 127 must fit in i32 (the spec forbids overflow).
-                    let worst = biasv.iter().map(|v| (*v as i64).abs()).max().unwrap_or(0) + geom.k() as i64 * 255 * 127;
+                    let worst =
+                        biasv.iter().map(|v| (*v as i64).abs()).max().unwrap_or(0) + geom.k() as i64 * 255 * 127;
                     if worst > i32::MAX as i64 {
-                        return Err(node_err(node, format!("reduction of {} terms could overflow the i32 accumulator", geom.k())));
+                        return Err(node_err(
+                            node,
+                            format!("reduction of {} terms could overflow the i32 accumulator", geom.k()),
+                        ));
                     }
                     let out = b.qout(node, "", oc, *activation, &q)?;
                     let residual = if *residual {
@@ -338,7 +446,12 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                     };
                     let (k, f) = pick!(b.isa, node, QConv);
                     let x_zp = internal_i8(&xq).0;
-                    (k, StepKind::QConv { f, geom, x_zp, weight, bias: biasv, out, residual }, out_shape, ValueType::Q(q))
+                    (
+                        k,
+                        StepKind::QConv { f, geom, x_zp, weight, bias: biasv, out, residual },
+                        out_shape,
+                        ValueType::Q(q),
+                    )
                 }
             }
         }
@@ -387,12 +500,20 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                     let biasv = if *bias { b.i32_of(node, "bias", &[of])? } else { vec![0; of] };
                     let worst = biasv.iter().map(|v| (*v as i64).abs()).max().unwrap_or(0) + f_in as i64 * 255 * 127;
                     if worst > i32::MAX as i64 {
-                        return Err(node_err(node, format!("reduction of {f_in} terms could overflow the i32 accumulator")));
+                        return Err(node_err(
+                            node,
+                            format!("reduction of {f_in} terms could overflow the i32 accumulator"),
+                        ));
                     }
                     let out = b.qout(node, "", of, *activation, &q)?;
                     let (k, f) = pick!(b.isa, node, QConv);
                     let x_zp = internal_i8(&xq).0;
-                    (k, StepKind::QConv { f, geom, x_zp, weight, bias: biasv, out, residual: None }, out_shape, ValueType::Q(q))
+                    (
+                        k,
+                        StepKind::QConv { f, geom, x_zp, weight, bias: biasv, out, residual: None },
+                        out_shape,
+                        ValueType::Q(q),
+                    )
                 }
             }
         }
@@ -539,7 +660,10 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
         Op::ShortcutA { stride, pad_before, pad_after } => {
             let [n, c, h, w] = dims4(node, &x)?;
             if *stride == 0 || *stride > MAX_DIM || *pad_before > MAX_DIM || *pad_after > MAX_DIM {
-                return Err(node_err(node, format!("invalid shortcut stride {stride} / padding {pad_before}+{pad_after}")));
+                return Err(node_err(
+                    node,
+                    format!("invalid shortcut stride {stride} / padding {pad_before}+{pad_after}"),
+                ));
             }
             let geom = ShortcutGeom { n, c, h, w, stride: *stride, pad_before: *pad_before, pad_after: *pad_after };
             let (oh, ow) = geom.out_hw();
@@ -576,11 +700,26 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
         }
     };
     let output = b.add_value(&node.name, out_shape, out_ty)?;
-    Ok(Step { name: node.name.clone(), op: node.op.name(), kernel: kernel.name, isa: kernel.isa, inputs, output, macs, params, kind })
+    Ok(Step {
+        name: node.name.clone(),
+        op: node.op.name(),
+        kernel: kernel.name,
+        isa: kernel.isa,
+        inputs,
+        output,
+        macs,
+        params,
+        kind,
+    })
 }
 
 /// A layout-only op (Flatten): same bytes, new shape.
-fn copy_step<'a>(b: &Builder<'_, 'a>, node: &Node, x: &Value, shape: Vec<usize>) -> Result<(&'static Kernel, StepKind<'a>, Vec<usize>, ValueType)> {
+fn copy_step<'a>(
+    b: &Builder<'_, 'a>,
+    node: &Node,
+    x: &Value,
+    shape: Vec<usize>,
+) -> Result<(&'static Kernel, StepKind<'a>, Vec<usize>, ValueType)> {
     match (x.ty, node.output_q) {
         (ValueType::F32, None) => {
             let (k, f) = pick!(b.isa, node, F32Copy);

@@ -24,7 +24,8 @@ pub enum ActivationScheme {
 pub type Ranges = BTreeMap<String, (f32, f32)>;
 
 fn mult(node: &Node, real: f64) -> Result<(i32, i32)> {
-    quantize_multiplier(real).ok_or_else(|| Error::node(&node.name, format!("requantization scale {real} is out of range")))
+    quantize_multiplier(real)
+        .ok_or_else(|| Error::node(&node.name, format!("requantization scale {real} is out of range")))
 }
 
 /// Returns the int8 model. Nodes that cannot run in int8 (Softmax, BatchNorm left unfolded) get a
@@ -54,7 +55,8 @@ pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationSchem
     rename.insert(input, qin);
 
     for node in &model.graph.nodes {
-        let inputs: Vec<String> = node.inputs.iter().map(|i| rename.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
+        let inputs: Vec<String> =
+            node.inputs.iter().map(|i| rename.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
         let in_q: Vec<QParams> = inputs.iter().filter_map(|i| qof.get(i).copied().flatten()).collect();
         let all_q = in_q.len() == inputs.len();
         let t = |role: &str| -> Result<&Tensor<'_>> {
@@ -75,14 +77,17 @@ pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationSchem
                 let w = t("weight")?.to_f32(&format!("{}.weight", node.name))?;
                 let b = if bias { t("bias")?.to_f32(&format!("{}.bias", node.name))? } else { vec![0.0; oc] };
                 let per = w.len() / oc.max(1);
-                let (mut wq, mut bq, mut ms, mut ss, mut wscale) = (Vec::with_capacity(w.len()), vec![], vec![], vec![], vec![]);
+                let (mut wq, mut bq, mut ms, mut ss, mut wscale) =
+                    (Vec::with_capacity(w.len()), vec![], vec![], vec![], vec![]);
                 for c in 0..oc {
                     let row = &w[c * per..][..per];
                     let amax = row.iter().fold(0f32, |a, v| a.max(v.abs()));
                     let sw = if amax > 0.0 { amax / 127.0 } else { 1.0 };
                     wq.extend(row.iter().map(|v| libm::roundf(v / sw).clamp(-127.0, 127.0) as i8));
                     let acc_scale = sx * sw as f64;
-                    bq.push(libm::round(b[c] as f64 / acc_scale).clamp(-(1i64 << 30) as f64, (1i64 << 30) as f64) as i32);
+                    bq.push(
+                        libm::round(b[c] as f64 / acc_scale).clamp(-(1i64 << 30) as f64, (1i64 << 30) as f64) as i32
+                    );
                     let (m, s) = mult(node, acc_scale / qy.scale as f64)?;
                     ms.push(m);
                     ss.push(s);
@@ -137,7 +142,12 @@ pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationSchem
                     if let Some(Some(_)) = qof.get(name) {
                         let dq = format!("{name}.dequantized");
                         if !qof.contains_key(&dq) {
-                            out.graph.nodes.push(Node { name: dq.clone(), op: Op::Dequantize, inputs: vec![name.clone()], output_q: None });
+                            out.graph.nodes.push(Node {
+                                name: dq.clone(),
+                                op: Op::Dequantize,
+                                inputs: vec![name.clone()],
+                                output_q: None,
+                            });
                             qof.insert(dq.clone(), None);
                         }
                         *slot = dq;

@@ -1,0 +1,212 @@
+//! Graph construction for zoo architectures. Node names follow torchvision (`conv1`, `bn1`,
+//! `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`) so imported checkpoints map onto them.
+
+use super::{Arch, Block, Family, Shortcut};
+use crate::error::Result;
+use crate::graph::{Activation, Graph, Input, Model, Node, Op, Preprocess, Window};
+use crate::plan::{passes, Plan, PlanOptions, ValueRef};
+use crate::quant::{lower_to_int8, ActivationScheme, Ranges};
+use crate::tensor::Tensor;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+use std::collections::BTreeMap;
+use std::prelude::v1::*;
+
+struct Builder {
+    nodes: Vec<Node>,
+    tensors: BTreeMap<String, Tensor<'static>>,
+    rng: ChaCha8Rng,
+    /// Scales the last batchnorm of every residual branch so that the variance of deep nets with random
+    /// weights stays bounded (as zero-init-residual training would).
+    branch_gamma: f32,
+}
+
+impl Builder {
+    fn node(&mut self, name: &str, op: Op, inputs: &[&str]) -> String {
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            output_q: None,
+        });
+        name.to_string()
+    }
+
+    /// Conv (no bias, Kaiming-normal fan-in weights) followed by batchnorm with random statistics.
+    fn conv_bn(
+        &mut self,
+        name: &str,
+        bn: &str,
+        x: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        gamma: f32,
+    ) -> String {
+        let std = (2.0 / (cin * k * k) as f32).sqrt();
+        let normal = Normal::new(0.0, std).expect("finite std");
+        let w: Vec<f32> = (0..cout * cin * k * k).map(|_| normal.sample(&mut self.rng)).collect();
+        self.tensors.insert(format!("{name}.weight"), Tensor::from_f32(vec![cout, cin, k, k], &w));
+        let op = Op::Conv {
+            out_channels: cout,
+            window: Window::square(k, stride, k / 2),
+            groups: 1,
+            bias: false,
+            residual: false,
+            activation: Activation::None,
+        };
+        let c = self.node(name, op, &[x]);
+        let u = |lo: f32, hi: f32, rng: &mut ChaCha8Rng| -> Vec<f32> {
+            let d = Uniform::new(lo, hi).expect("lo < hi");
+            (0..cout).map(|_| d.sample(rng)).collect()
+        };
+        let g: Vec<f32> = u(0.5, 1.0, &mut self.rng).into_iter().map(|v| v * gamma).collect();
+        let beta = u(-0.1, 0.1, &mut self.rng);
+        let mean = u(-0.1, 0.1, &mut self.rng);
+        let var = u(0.5, 1.5, &mut self.rng);
+        for (role, v) in [("gamma", g), ("beta", beta), ("mean", mean), ("var", var)] {
+            self.tensors.insert(format!("{bn}.{role}"), Tensor::from_f32(vec![cout], &v));
+        }
+        self.node(bn, Op::BatchNorm { eps: 1e-5 }, &[&c])
+    }
+
+    fn relu(&mut self, name: &str, x: &str) -> String {
+        self.node(name, Op::Act { activation: Activation::Relu }, &[x])
+    }
+
+    /// One residual (or plain) block; returns its output value.
+    fn block(&mut self, arch: &Arch, p: &str, x: &str, cin: usize, width: usize, stride: usize) -> (String, usize) {
+        let bg = self.branch_gamma;
+        let (body, cout) = match arch.block {
+            Block::Basic => {
+                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 3, stride, 1.0);
+                let a = self.relu(&format!("{p}.relu1"), &a);
+                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
+                (self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, 1, gamma), width)
+            }
+            Block::Bottleneck => {
+                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 1, 1, 1.0);
+                let a = self.relu(&format!("{p}.relu1"), &a);
+                let a = self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, stride, 1.0);
+                let a = self.relu(&format!("{p}.relu2"), &a);
+                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
+                (self.conv_bn(&format!("{p}.conv3"), &format!("{p}.bn3"), &a, width, width * 4, 1, 1, gamma), width * 4)
+            }
+        };
+        let changes = stride != 1 || cin != cout;
+        let short = match arch.shortcut {
+            Shortcut::None => None,
+            Shortcut::A if changes => {
+                let pad = cout - cin;
+                let op = Op::ShortcutA { stride, pad_before: pad / 2, pad_after: pad - pad / 2 };
+                Some(self.node(&format!("{p}.shortcut"), op, &[x]))
+            }
+            Shortcut::B if changes => Some(self.projection(p, x, cin, cout, stride)),
+            Shortcut::C => Some(self.projection(p, x, cin, cout, stride)),
+            Shortcut::A | Shortcut::B => Some(x.to_string()),
+        };
+        let sum = match short {
+            Some(s) => self.node(&format!("{p}.add"), Op::Add { activation: Activation::None }, &[&body, &s]),
+            None => body,
+        };
+        (self.relu(&format!("{p}.relu"), &sum), cout)
+    }
+
+    fn projection(&mut self, p: &str, x: &str, cin: usize, cout: usize, stride: usize) -> String {
+        self.conv_bn(&format!("{p}.downsample.0"), &format!("{p}.downsample.1"), x, cin, cout, 1, stride, 1.0)
+    }
+}
+
+/// Builds the f32 model of `arch` (explicit BatchNorm nodes, as trained) with weights drawn from `seed`.
+pub fn build(arch: &Arch, seed: u64) -> Result<Model<'static>> {
+    let total_blocks: usize = arch.layers.iter().sum();
+    let mut b = Builder {
+        nodes: Vec::new(),
+        tensors: BTreeMap::new(),
+        rng: ChaCha8Rng::seed_from_u64(seed),
+        branch_gamma: 1.0 / (total_blocks as f32).sqrt(),
+    };
+    let (mut x, mut c, widths): (String, usize, Vec<usize>) = match arch.family {
+        Family::Imagenet => {
+            let x = b.conv_bn("conv1", "bn1", "input", 3, 64, 7, 2, 1.0);
+            let x = b.relu("relu", &x);
+            let x = b.node("maxpool", Op::MaxPool { window: Window::square(3, 2, 1) }, &[&x]);
+            (x, 64, vec![64, 128, 256, 512])
+        }
+        Family::Cifar => {
+            let x = b.conv_bn("conv1", "bn1", "input", 3, 16, 3, 1, 1.0);
+            (b.relu("relu", &x), 16, vec![16, 32, 64])
+        }
+    };
+    for (stage, (&n, &width)) in arch.layers.iter().zip(&widths).enumerate() {
+        for i in 0..n {
+            let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+            (x, c) = b.block(arch, &format!("layer{}.{i}", stage + 1), &x, c, width, stride);
+        }
+    }
+    let x = b.node("avgpool", Op::GlobalAvgPool, &[&x]);
+    let x = b.node("flatten", Op::Flatten, &[&x]);
+    let bound = 1.0 / (c as f32).sqrt();
+    let u = Uniform::new(-bound, bound).expect("bound > 0");
+    let w: Vec<f32> = (0..arch.classes * c).map(|_| u.sample(&mut b.rng)).collect();
+    let bias: Vec<f32> = (0..arch.classes).map(|_| u.sample(&mut b.rng)).collect();
+    b.tensors.insert("fc.weight".into(), Tensor::from_f32(vec![arch.classes, c], &w));
+    b.tensors.insert("fc.bias".into(), Tensor::from_f32(vec![arch.classes], &bias));
+    let out = b.node("fc", Op::Linear { out_features: arch.classes, bias: true, activation: Activation::None }, &[&x]);
+    let preprocess = match arch.family {
+        Family::Imagenet => Preprocess::imagenet(),
+        Family::Cifar => Preprocess::cifar10(),
+    };
+    Ok(Model {
+        name: arch.name.clone(),
+        graph: Graph {
+            input: Input { name: "input".into(), shape: arch.input().to_vec() },
+            nodes: b.nodes,
+            output: out,
+        },
+        tensors: b.tensors,
+        preprocess: Some(preprocess),
+        labels: Vec::new(),
+    })
+}
+
+/// A seeded standard-normal input of `len` values (what the zoo calibrates and benchmarks on).
+pub fn random_input(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect()
+}
+
+/// Min/max of the input and of every node output of `model` (already optimized) over `inputs`.
+pub fn calibrate_minmax(model: &Model<'_>, inputs: &[Vec<f32>]) -> Result<Ranges> {
+    let plan = Plan::new(model, &PlanOptions { optimize: false, ..Default::default() })?;
+    let mut exec = plan.executor();
+    let mut ranges = Ranges::new();
+    let mut widen = |name: &str, v: &[f32]| {
+        let e = ranges.entry(name.to_string()).or_insert((f32::INFINITY, f32::NEG_INFINITY));
+        for &x in v {
+            e.0 = e.0.min(x);
+            e.1 = e.1.max(x);
+        }
+    };
+    for input in inputs {
+        widen(&plan.values[plan.input].name, input);
+        exec.run_observed(input, &mut |i, v| {
+            if let ValueRef::F32(v) = v {
+                widen(&plan.steps[i].name, v);
+            }
+        })?;
+    }
+    Ok(ranges)
+}
+
+/// Builds `arch` in int8: fold and fuse, calibrate min/max on a few seeded random inputs, lower.
+/// (Real calibration on data is the quantizer's job; this gives benchmarkable int8 nets of every arch.)
+pub fn build_int8(arch: &Arch, seed: u64, scheme: ActivationScheme) -> Result<Model<'static>> {
+    let f32_model = passes::optimize(&build(arch, seed)?)?;
+    let len: usize = arch.input().iter().product();
+    let inputs: Vec<Vec<f32>> = (0..4).map(|i| random_input(len, seed.wrapping_add(1000 + i))).collect();
+    let ranges = calibrate_minmax(&f32_model, &inputs)?;
+    lower_to_int8(&f32_model, &ranges, scheme)
+}
