@@ -4,14 +4,8 @@ use resedge::plan::{Plan, PlanOptions};
 use resedge::quant::ActivationScheme;
 use resedge::zoo;
 
-/// Learnable parameters as torchvision counts them: conv/linear weights and biases, BN gamma and beta.
 fn params(name: &str) -> u64 {
-    let m = zoo::build(&zoo::arch(name).unwrap(), 0).unwrap();
-    m.tensors
-        .iter()
-        .filter(|(k, _)| [".weight", ".bias", ".gamma", ".beta"].iter().any(|r| k.ends_with(r)))
-        .map(|(_, t)| t.numel() as u64)
-        .sum()
+    zoo::build(&zoo::arch(name).unwrap(), 0).unwrap().parameter_count()
 }
 
 fn macs(name: &str) -> u64 {

@@ -43,6 +43,18 @@ impl<'a> Model<'a> {
     pub fn tensor(&self, node: &str, role: &str) -> Option<&Tensor<'a>> {
         self.tensors.get(&format!("{node}.{role}"))
     }
+    /// Learnable parameters, counted as PyTorch does: conv / linear weights and biases and batchnorm
+    /// gamma / beta (not running statistics, not quantization parameters).
+    pub fn parameter_count(&self) -> u64 {
+        const LEARNABLE: [&str; 4] = [".weight", ".bias", ".gamma", ".beta"];
+        self.tensors.iter().filter(|(k, _)| LEARNABLE.iter().any(|r| k.ends_with(r))).map(|(_, t)| t.numel() as u64).sum()
+    }
+
+    /// Bytes of all stored tensors.
+    pub fn weight_bytes(&self) -> usize {
+        self.tensors.values().map(|t| t.data.len()).sum()
+    }
+
     /// Converts every borrowed tensor into an owned one, detaching the model from the file bytes.
     pub fn into_owned(self) -> Model<'static> {
         Model {

@@ -78,22 +78,10 @@ impl Builder {
 
     /// One residual (or plain) block; returns its output value.
     fn block(&mut self, arch: &Arch, p: &str, x: &str, cin: usize, width: usize, stride: usize) -> (String, usize) {
-        let bg = self.branch_gamma;
-        let (body, cout) = match arch.block {
-            Block::Basic => {
-                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 3, stride, 1.0);
-                let a = self.relu(&format!("{p}.relu1"), &a);
-                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
-                (self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, 1, gamma), width)
-            }
-            Block::Bottleneck => {
-                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 1, 1, 1.0);
-                let a = self.relu(&format!("{p}.relu1"), &a);
-                let a = self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, stride, 1.0);
-                let a = self.relu(&format!("{p}.relu2"), &a);
-                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
-                (self.conv_bn(&format!("{p}.conv3"), &format!("{p}.bn3"), &a, width, width * 4, 1, 1, gamma), width * 4)
-            }
+        // The shortcut is emitted first so the residual add can fuse into the branch's last conv.
+        let cout = match arch.block {
+            Block::Basic => width,
+            Block::Bottleneck => width * 4,
         };
         let changes = stride != 1 || cin != cout;
         let short = match arch.shortcut {
@@ -106,6 +94,23 @@ impl Builder {
             Shortcut::B if changes => Some(self.projection(p, x, cin, cout, stride)),
             Shortcut::C => Some(self.projection(p, x, cin, cout, stride)),
             Shortcut::A | Shortcut::B => Some(x.to_string()),
+        };
+        let bg = self.branch_gamma;
+        let body = match arch.block {
+            Block::Basic => {
+                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 3, stride, 1.0);
+                let a = self.relu(&format!("{p}.relu1"), &a);
+                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
+                self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, 1, gamma)
+            }
+            Block::Bottleneck => {
+                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 1, 1, 1.0);
+                let a = self.relu(&format!("{p}.relu1"), &a);
+                let a = self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, stride, 1.0);
+                let a = self.relu(&format!("{p}.relu2"), &a);
+                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
+                self.conv_bn(&format!("{p}.conv3"), &format!("{p}.bn3"), &a, width, cout, 1, 1, gamma)
+            }
         };
         let sum = match short {
             Some(s) => self.node(&format!("{p}.add"), Op::Add { activation: Activation::None }, &[&body, &s]),

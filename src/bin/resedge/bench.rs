@@ -1,0 +1,160 @@
+//! `resedge bench`: latency statistics, throughput, memory and a per-layer profile. With `--json`, the
+//! last stdout line follows the peer-benchmark contract (../shared/bench/README.md): `median_ms`,
+//! `p90_ms`, `samples_ms`, plus descriptive fields.
+
+use crate::source::ModelArgs;
+use anyhow::Result;
+use clap::Args;
+use resedge::plan::{Plan, PlanOptions};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Threads to use (the scalar reference executor runs on one; see the note it prints).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Untimed runs before measuring.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Exactly this many timed runs.
+    #[arg(long, conflicts_with = "time")]
+    pub iters: Option<usize>,
+    /// Time budget in seconds for timed runs (at least 3 runs); default 2 s.
+    #[arg(long)]
+    pub time: Option<f64>,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Per-layer time profile.
+    #[arg(long)]
+    pub profile: bool,
+    /// Print a JSON summary as the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Percentile by nearest rank on sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[i.clamp(1, sorted.len()) - 1]
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), in bytes, where /proc exists.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    args.model.with_model(|model| {
+        let plan = Plan::new(model, &PlanOptions { batch: args.batch, ..Default::default() })?;
+        let threads_used = 1;
+        if args.threads != threads_used {
+            eprintln!("note: the scalar reference executor is single-threaded; running on 1 thread, not {}", args.threads);
+        }
+        let input = resedge::zoo::random_input(plan.input_value().numel(), 42);
+        let mut exec = plan.executor();
+        for _ in 0..args.warmup {
+            exec.run_observed(&input, &mut |_, _| {})?;
+        }
+        let budget = Duration::from_secs_f64(args.time.unwrap_or(2.0));
+        let mut samples = Vec::new();
+        let mut layer_ns = vec![0u128; plan.steps.len()];
+        let started = Instant::now();
+        loop {
+            let done = match args.iters {
+                Some(n) => samples.len() >= n,
+                None => samples.len() >= 3 && started.elapsed() >= budget,
+            };
+            if done {
+                break;
+            }
+            let t0 = Instant::now();
+            if args.profile {
+                let mut last = t0;
+                exec.run_observed(&input, &mut |i, _| {
+                    let now = Instant::now();
+                    layer_ns[i] += (now - last).as_nanos();
+                    last = now;
+                })?;
+            } else {
+                exec.run_observed(&input, &mut |_, _| {})?;
+            }
+            samples.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let (min, med, p90, p99, max) =
+            (sorted[0], median(&sorted), percentile(&sorted, 90.0), percentile(&sorted, 99.0), sorted[sorted.len() - 1]);
+        let macs = plan.macs();
+        let rss = peak_rss();
+        let precision = if model.graph.is_quantized() { "int8" } else { "f32" };
+        let isa = plan.steps.first().map_or("scalar", |s| s.isa.name());
+        println!("model      {} ({})", model.name, args.model.describe(model));
+        println!("batch      {}   threads {}   isa {}   runs {} (+{} warm-up)", args.batch, threads_used, isa, samples.len(), args.warmup);
+        println!("latency    min {min:.3}  median {med:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3} ms");
+        println!("throughput {:.1} images/s, {:.2} GMAC/s", args.batch as f64 * 1e3 / med, macs as f64 / med / 1e6);
+        println!(
+            "memory     arena {:.2} MB, weights {:.2} MB, peak RSS {}",
+            plan.arena_bytes as f64 / 1e6,
+            model.weight_bytes() as f64 / 1e6,
+            rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6))
+        );
+        print_arithmetic(&plan);
+        if args.profile {
+            print_profile(&plan, &layer_ns, samples.len());
+        }
+        if args.json {
+            let json = serde_json::json!({
+                "median_ms": med, "p90_ms": p90, "p99_ms": p99, "min_ms": min, "max_ms": max,
+                "samples_ms": samples, "iters": samples.len(), "threads": threads_used,
+                "threads_requested": args.threads, "batch": args.batch, "isa": isa, "precision": precision,
+                "model": model.name, "macs": macs, "arena_bytes": plan.arena_bytes,
+                "weight_bytes": model.weight_bytes(), "peak_rss_bytes": rss,
+            });
+            println!("{json}");
+        }
+        Ok(())
+    })
+}
+
+/// Which arithmetic the layers used: kernels grouped with their MAC share.
+fn print_arithmetic(plan: &Plan<'_>) {
+    let mut by_kernel: Vec<(&str, usize, u64)> = Vec::new();
+    for s in &plan.steps {
+        match by_kernel.iter_mut().find(|(k, _, _)| *k == s.kernel) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += s.macs;
+            }
+            None => by_kernel.push((s.kernel, 1, s.macs)),
+        }
+    }
+    let total = plan.macs().max(1) as f64;
+    println!("arithmetic");
+    for (k, n, macs) in by_kernel {
+        println!("  {k:<30} {n:>4} nodes  {:>6.2}% of MACs", macs as f64 * 100.0 / total);
+    }
+}
+
+fn print_profile(plan: &Plan<'_>, layer_ns: &[u128], runs: usize) {
+    let total: u128 = layer_ns.iter().sum::<u128>().max(1);
+    println!("\nprofile (mean per run)\n{:<28} {:<14} {:<28} {:>10} {:>7} {:>9}", "node", "op", "kernel", "ms", "%", "GMAC/s");
+    for (s, &ns) in plan.steps.iter().zip(layer_ns) {
+        let ms = ns as f64 / runs as f64 / 1e6;
+        let rate = if s.macs > 0 && ms > 0.0 { format!("{:.2}", s.macs as f64 / ms / 1e6) } else { "-".into() };
+        println!("{:<28} {:<14} {:<28} {:>10.4} {:>6.1}% {:>9}", s.name, s.op, s.kernel, ms, ns as f64 * 100.0 / total as f64, rate);
+    }
+}

@@ -1,0 +1,138 @@
+//! `resedge`: the command-line tool. `zoo`, `inspect`, `run` and `bench`; see `resedge --help`.
+
+mod bench;
+mod npy;
+mod source;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use resedge::plan::{Plan, PlanOptions};
+use source::ModelArgs;
+
+#[derive(Parser)]
+#[command(name = "resedge", version, about = "Lean ResNet inference runtime: inspect, run and benchmark models")]
+struct Cli {
+    /// Log kernel choices and planning decisions (info level); RUST_LOG overrides.
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List every network of the zoo with its parameters and multiply-accumulates.
+    Zoo,
+    /// Show a model's nodes: op, kernel, output shape, parameters, MACs; and its arena size.
+    Inspect(ModelArgs),
+    /// Run a model on a NumPy input ([N, C, H, W] or [C, H, W] f32) and write the output as .npy.
+    Run {
+        /// Model file (.rsm).
+        model: std::path::PathBuf,
+        #[arg(long)]
+        input: std::path::PathBuf,
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
+    /// Measure latency: min / median / p90 / p99 / max, images/s, memory, per-layer profile.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let level = if cli.verbose { "info" } else { "warn" };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match cli.cmd {
+        Cmd::Zoo => zoo(),
+        Cmd::Inspect(args) => args.with_model(|model| inspect(model, &args)),
+        Cmd::Run { model, input, output } => run(&model, &input, &output),
+        Cmd::Bench(args) => bench::bench(&args),
+    }
+}
+
+fn zoo() -> Result<()> {
+    println!("{:<12} {:<9} {:<11} {:<9} {:<16} {:>14} {:>10}", "name", "family", "block", "shortcut", "layers", "params", "GMACs");
+    for arch in resedge::zoo::list()? {
+        let model = resedge::zoo::build(&arch, 0)?;
+        let plan = Plan::new(&model, &PlanOptions::default()).with_context(|| format!("planning {}", arch.name))?;
+        println!(
+            "{:<12} {:<9} {:<11} {:<9} {:<16} {:>14} {:>10.3}",
+            arch.name,
+            format!("{:?}", arch.family).to_lowercase(),
+            format!("{:?}", arch.block).to_lowercase(),
+            format!("{:?}", arch.shortcut),
+            format!("{:?}", arch.layers),
+            group_digits(model.parameter_count()),
+            plan.macs() as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// 11689512 -> "11,689,512".
+fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
+    let plan = Plan::new(model, &PlanOptions::default())?;
+    println!("model {} ({}), input {:?}", model.name, args.describe(model), plan.input_value().shape);
+    if let Some(p) = &model.preprocess {
+        println!("preprocess: resize {} crop {:?} mean {:?} std {:?}", p.resize, p.crop, p.mean, p.std);
+    }
+    println!("\n{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}", "node", "op", "kernel", "type", "output", "params", "MACs");
+    for s in &plan.steps {
+        let v = &plan.values[s.output];
+        println!(
+            "{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}",
+            s.name,
+            s.op,
+            s.kernel,
+            v.ty.name(),
+            format!("{:?}", v.shape),
+            group_digits(s.params),
+            group_digits(s.macs)
+        );
+    }
+    println!(
+        "\n{} nodes, {} parameters (stored: {} learnable before folding {}), {:.3} GMACs, weights {:.2} MB, arena {:.2} MB",
+        plan.steps.len(),
+        group_digits(plan.steps.iter().map(|s| s.params).sum()),
+        model.tensors.len(),
+        group_digits(model.parameter_count()),
+        plan.macs() as f64 / 1e9,
+        model.weight_bytes() as f64 / 1e6,
+        plan.arena_bytes as f64 / 1e6
+    );
+    println!("arena bytes: {}", plan.arena_bytes);
+    Ok(())
+}
+
+fn run(model_path: &std::path::Path, input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+    let file = resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
+    let model = file.model().with_context(|| format!("loading {}", model_path.display()))?;
+    let (shape, data) = npy::read_f32(input)?;
+    let expect = &model.graph.input.shape;
+    let batch = match shape.len() {
+        n if n == expect.len() => 1,
+        n if n == expect.len() + 1 => shape[0],
+        _ => anyhow::bail!("input {} has shape {shape:?}; the model expects [N, {expect:?}]", input.display()),
+    };
+    if shape[shape.len() - expect.len()..] != expect[..] {
+        anyhow::bail!("input {} has shape {shape:?}; the model expects [N, {:?}]", input.display(), expect);
+    }
+    let plan = Plan::new(&model, &PlanOptions { batch, ..Default::default() })?;
+    let mut exec = plan.executor();
+    let out = exec.run(&data)?;
+    npy::write_f32(output, &plan.output_value().shape, out)?;
+    eprintln!("wrote {} {:?}", output.display(), plan.output_value().shape);
+    Ok(())
+}
