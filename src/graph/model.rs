@@ -47,7 +47,11 @@ impl<'a> Model<'a> {
     /// gamma / beta (not running statistics, not quantization parameters).
     pub fn parameter_count(&self) -> u64 {
         const LEARNABLE: [&str; 4] = [".weight", ".bias", ".gamma", ".beta"];
-        self.tensors.iter().filter(|(k, _)| LEARNABLE.iter().any(|r| k.ends_with(r))).map(|(_, t)| t.numel() as u64).sum()
+        self.tensors
+            .iter()
+            .filter(|(k, _)| LEARNABLE.iter().any(|r| k.ends_with(r)))
+            .map(|(_, t)| t.numel() as u64)
+            .sum()
     }
 
     /// Bytes of all stored tensors.

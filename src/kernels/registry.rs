@@ -23,29 +23,48 @@ pub type F32ConvFn = fn(&ConvGeom, &[f32], &[f32], &[f32], Option<&[f32]>, (f32,
 /// int8 convolution: geometry, parameters, input, residual, output.
 pub type QConvFn = fn(&ConvGeom, &QConvParams<'_>, &[i8], Option<&[i8]>, &mut [i8]);
 
+pub type F32MaxPoolFn = fn(&ConvGeom, &[f32], &mut [f32]);
+pub type QMaxPoolFn = fn(&ConvGeom, &[i8], &mut [i8]);
+pub type F32AvgPoolFn = fn(&ConvGeom, bool, &[f32], &mut [f32]);
+pub type QAvgPoolFn = fn(&ConvGeom, i32, &Requant<'_>, &[i8], &mut [i8]);
+pub type F32GapFn = fn(usize, &[f32], &mut [f32]);
+pub type QGapFn = fn(usize, i32, &Requant<'_>, &[i8], &mut [i8]);
+pub type F32AddFn = fn(&[f32], &[f32], (f32, f32), &mut [f32]);
+pub type QAddFn = fn(&AddParams, &[i8], &[i8], &mut [i8]);
+pub type F32ClampFn = fn(&[f32], (f32, f32), &mut [f32]);
+pub type QClampFn = fn(&[i8], i32, i32, &mut [i8]);
+pub type F32AffineFn = fn(usize, &[f32], &[f32], &[f32], &mut [f32]);
+pub type F32ShortcutFn = fn(&generic::ShortcutGeom, f32, &[f32], &mut [f32]);
+pub type QShortcutFn = fn(&generic::ShortcutGeom, i8, &[i8], &mut [i8]);
+pub type QuantizeFn = fn(f32, i32, i32, i32, &[f32], &mut [i8]);
+pub type DequantizeFn = fn(f32, i32, &[i8], &mut [f32]);
+pub type F32SoftmaxFn = fn(usize, &[f32], &mut [f32]);
+pub type F32CopyFn = fn(&[f32], &mut [f32]);
+pub type QCopyFn = fn(&[i8], &mut [i8]);
+
 /// A kernel's entry point, typed by op family.
 #[derive(Clone, Copy)]
 pub enum KernelFn {
     F32Conv(F32ConvFn),
     QConv(QConvFn),
-    F32MaxPool(fn(&ConvGeom, &[f32], &mut [f32])),
-    QMaxPool(fn(&ConvGeom, &[i8], &mut [i8])),
-    F32AvgPool(fn(&ConvGeom, bool, &[f32], &mut [f32])),
-    QAvgPool(fn(&ConvGeom, i32, &Requant<'_>, &[i8], &mut [i8])),
-    F32Gap(fn(usize, &[f32], &mut [f32])),
-    QGap(fn(usize, i32, &Requant<'_>, &[i8], &mut [i8])),
-    F32Add(fn(&[f32], &[f32], (f32, f32), &mut [f32])),
-    QAdd(fn(&AddParams, &[i8], &[i8], &mut [i8])),
-    F32Clamp(fn(&[f32], (f32, f32), &mut [f32])),
-    QClamp(fn(&[i8], i32, i32, &mut [i8])),
-    F32Affine(fn(usize, &[f32], &[f32], &[f32], &mut [f32])),
-    F32Shortcut(fn(&generic::ShortcutGeom, f32, &[f32], &mut [f32])),
-    QShortcut(fn(&generic::ShortcutGeom, i8, &[i8], &mut [i8])),
-    Quantize(fn(f32, i32, i32, i32, &[f32], &mut [i8])),
-    Dequantize(fn(f32, i32, &[i8], &mut [f32])),
-    F32Softmax(fn(usize, &[f32], &mut [f32])),
-    F32Copy(fn(&[f32], &mut [f32])),
-    QCopy(fn(&[i8], &mut [i8])),
+    F32MaxPool(F32MaxPoolFn),
+    QMaxPool(QMaxPoolFn),
+    F32AvgPool(F32AvgPoolFn),
+    QAvgPool(QAvgPoolFn),
+    F32Gap(F32GapFn),
+    QGap(QGapFn),
+    F32Add(F32AddFn),
+    QAdd(QAddFn),
+    F32Clamp(F32ClampFn),
+    QClamp(QClampFn),
+    F32Affine(F32AffineFn),
+    F32Shortcut(F32ShortcutFn),
+    QShortcut(QShortcutFn),
+    Quantize(QuantizeFn),
+    Dequantize(DequantizeFn),
+    F32Softmax(F32SoftmaxFn),
+    F32Copy(F32CopyFn),
+    QCopy(QCopyFn),
 }
 
 /// One registered kernel.

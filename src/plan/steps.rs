@@ -46,87 +46,87 @@ pub enum StepKind<'a> {
         residual: Option<ResidualRequant>,
     },
     MaxPool {
-        f: fn(&ConvGeom, &[f32], &mut [f32]),
+        f: registry::F32MaxPoolFn,
         geom: ConvGeom,
     },
     QMaxPool {
-        f: fn(&ConvGeom, &[i8], &mut [i8]),
+        f: registry::QMaxPoolFn,
         geom: ConvGeom,
     },
     AvgPool {
-        f: fn(&ConvGeom, bool, &[f32], &mut [f32]),
+        f: registry::F32AvgPoolFn,
         geom: ConvGeom,
         count_include_pad: bool,
     },
     QAvgPool {
-        f: fn(&ConvGeom, i32, &crate::kernels::Requant<'_>, &[i8], &mut [i8]),
+        f: registry::QAvgPoolFn,
         geom: ConvGeom,
         x_zp: i32,
         out: QOut,
     },
     Gap {
-        f: fn(usize, &[f32], &mut [f32]),
+        f: registry::F32GapFn,
         hw: usize,
     },
     QGap {
-        f: fn(usize, i32, &crate::kernels::Requant<'_>, &[i8], &mut [i8]),
+        f: registry::QGapFn,
         hw: usize,
         x_zp: i32,
         out: QOut,
     },
     Add {
-        f: fn(&[f32], &[f32], (f32, f32), &mut [f32]),
+        f: registry::F32AddFn,
         clamp: (f32, f32),
     },
     QAdd {
-        f: fn(&AddParams, &[i8], &[i8], &mut [i8]),
+        f: registry::QAddFn,
         params: AddParams,
     },
     Clamp {
-        f: fn(&[f32], (f32, f32), &mut [f32]),
+        f: registry::F32ClampFn,
         clamp: (f32, f32),
     },
     QClamp {
-        f: fn(&[i8], i32, i32, &mut [i8]),
+        f: registry::QClampFn,
         lo: i32,
         hi: i32,
     },
     Affine {
-        f: fn(usize, &[f32], &[f32], &[f32], &mut [f32]),
+        f: registry::F32AffineFn,
         hw: usize,
         scale: Vec<f32>,
         shift: Vec<f32>,
     },
     Shortcut {
-        f: fn(&ShortcutGeom, f32, &[f32], &mut [f32]),
+        f: registry::F32ShortcutFn,
         geom: ShortcutGeom,
     },
     QShortcut {
-        f: fn(&ShortcutGeom, i8, &[i8], &mut [i8]),
+        f: registry::QShortcutFn,
         geom: ShortcutGeom,
         zero: i8,
     },
     Quantize {
-        f: fn(f32, i32, i32, i32, &[f32], &mut [i8]),
+        f: registry::QuantizeFn,
         scale: f32,
         zp: i32,
         lo: i32,
         hi: i32,
     },
     Dequantize {
-        f: fn(f32, i32, &[i8], &mut [f32]),
+        f: registry::DequantizeFn,
         scale: f32,
         zp: i32,
     },
     Softmax {
-        f: fn(usize, &[f32], &mut [f32]),
+        f: registry::F32GapFn,
         cols: usize,
     },
     Copy {
-        f: fn(&[f32], &mut [f32]),
+        f: registry::F32CopyFn,
     },
     QCopy {
-        f: fn(&[i8], &mut [i8]),
+        f: registry::QCopyFn,
     },
 }
 

@@ -13,6 +13,15 @@ use rand_distr::{Distribution, Normal, Uniform};
 use std::collections::BTreeMap;
 use std::prelude::v1::*;
 
+/// Channels, square kernel size and stride of one convolution.
+#[derive(Clone, Copy)]
+struct Conv {
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+}
+
 struct Builder {
     nodes: Vec<Node>,
     tensors: BTreeMap<String, Tensor<'static>>,
@@ -34,17 +43,8 @@ impl Builder {
     }
 
     /// Conv (no bias, Kaiming-normal fan-in weights) followed by batchnorm with random statistics.
-    fn conv_bn(
-        &mut self,
-        name: &str,
-        bn: &str,
-        x: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        gamma: f32,
-    ) -> String {
+    fn conv_bn(&mut self, name: &str, bn: &str, x: &str, c: Conv, gamma: f32) -> String {
+        let Conv { cin, cout, k, stride } = c;
         let std = (2.0 / (cin * k * k) as f32).sqrt();
         let normal = Normal::new(0.0, std).expect("finite std");
         let w: Vec<f32> = (0..cout * cin * k * k).map(|_| normal.sample(&mut self.rng)).collect();
@@ -98,18 +98,48 @@ impl Builder {
         let bg = self.branch_gamma;
         let body = match arch.block {
             Block::Basic => {
-                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 3, stride, 1.0);
+                let a = self.conv_bn(
+                    &format!("{p}.conv1"),
+                    &format!("{p}.bn1"),
+                    x,
+                    Conv { cin, cout: width, k: 3, stride },
+                    1.0,
+                );
                 let a = self.relu(&format!("{p}.relu1"), &a);
                 let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
-                self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, 1, gamma)
+                self.conv_bn(
+                    &format!("{p}.conv2"),
+                    &format!("{p}.bn2"),
+                    &a,
+                    Conv { cin: width, cout: width, k: 3, stride: 1 },
+                    gamma,
+                )
             }
             Block::Bottleneck => {
-                let a = self.conv_bn(&format!("{p}.conv1"), &format!("{p}.bn1"), x, cin, width, 1, 1, 1.0);
+                let a = self.conv_bn(
+                    &format!("{p}.conv1"),
+                    &format!("{p}.bn1"),
+                    x,
+                    Conv { cin, cout: width, k: 1, stride: 1 },
+                    1.0,
+                );
                 let a = self.relu(&format!("{p}.relu1"), &a);
-                let a = self.conv_bn(&format!("{p}.conv2"), &format!("{p}.bn2"), &a, width, width, 3, stride, 1.0);
+                let a = self.conv_bn(
+                    &format!("{p}.conv2"),
+                    &format!("{p}.bn2"),
+                    &a,
+                    Conv { cin: width, cout: width, k: 3, stride },
+                    1.0,
+                );
                 let a = self.relu(&format!("{p}.relu2"), &a);
                 let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
-                self.conv_bn(&format!("{p}.conv3"), &format!("{p}.bn3"), &a, width, cout, 1, 1, gamma)
+                self.conv_bn(
+                    &format!("{p}.conv3"),
+                    &format!("{p}.bn3"),
+                    &a,
+                    Conv { cin: width, cout, k: 1, stride: 1 },
+                    gamma,
+                )
             }
         };
         let sum = match short {
@@ -120,7 +150,13 @@ impl Builder {
     }
 
     fn projection(&mut self, p: &str, x: &str, cin: usize, cout: usize, stride: usize) -> String {
-        self.conv_bn(&format!("{p}.downsample.0"), &format!("{p}.downsample.1"), x, cin, cout, 1, stride, 1.0)
+        self.conv_bn(
+            &format!("{p}.downsample.0"),
+            &format!("{p}.downsample.1"),
+            x,
+            Conv { cin, cout, k: 1, stride },
+            1.0,
+        )
     }
 }
 
@@ -135,13 +171,13 @@ pub fn build(arch: &Arch, seed: u64) -> Result<Model<'static>> {
     };
     let (mut x, mut c, widths): (String, usize, Vec<usize>) = match arch.family {
         Family::Imagenet => {
-            let x = b.conv_bn("conv1", "bn1", "input", 3, 64, 7, 2, 1.0);
+            let x = b.conv_bn("conv1", "bn1", "input", Conv { cin: 3, cout: 64, k: 7, stride: 2 }, 1.0);
             let x = b.relu("relu", &x);
             let x = b.node("maxpool", Op::MaxPool { window: Window::square(3, 2, 1) }, &[&x]);
             (x, 64, vec![64, 128, 256, 512])
         }
         Family::Cifar => {
-            let x = b.conv_bn("conv1", "bn1", "input", 3, 16, 3, 1, 1.0);
+            let x = b.conv_bn("conv1", "bn1", "input", Conv { cin: 3, cout: 16, k: 3, stride: 1 }, 1.0);
             (b.relu("relu", &x), 16, vec![16, 32, 64])
         }
     };

@@ -62,7 +62,10 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let plan = Plan::new(model, &PlanOptions { batch: args.batch, ..Default::default() })?;
         let threads_used = 1;
         if args.threads != threads_used {
-            eprintln!("note: the scalar reference executor is single-threaded; running on 1 thread, not {}", args.threads);
+            eprintln!(
+                "note: the scalar reference executor is single-threaded; running on 1 thread, not {}",
+                args.threads
+            );
         }
         let input = resedge::zoo::random_input(plan.input_value().numel(), 42);
         let mut exec = plan.executor();
@@ -96,14 +99,26 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
-        let (min, med, p90, p99, max) =
-            (sorted[0], median(&sorted), percentile(&sorted, 90.0), percentile(&sorted, 99.0), sorted[sorted.len() - 1]);
+        let (min, med, p90, p99, max) = (
+            sorted[0],
+            median(&sorted),
+            percentile(&sorted, 90.0),
+            percentile(&sorted, 99.0),
+            sorted[sorted.len() - 1],
+        );
         let macs = plan.macs();
         let rss = peak_rss();
         let precision = if model.graph.is_quantized() { "int8" } else { "f32" };
         let isa = plan.steps.first().map_or("scalar", |s| s.isa.name());
         println!("model      {} ({})", model.name, args.model.describe(model));
-        println!("batch      {}   threads {}   isa {}   runs {} (+{} warm-up)", args.batch, threads_used, isa, samples.len(), args.warmup);
+        println!(
+            "batch      {}   threads {}   isa {}   runs {} (+{} warm-up)",
+            args.batch,
+            threads_used,
+            isa,
+            samples.len(),
+            args.warmup
+        );
         println!("latency    min {min:.3}  median {med:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3} ms");
         println!("throughput {:.1} images/s, {:.2} GMAC/s", args.batch as f64 * 1e3 / med, macs as f64 / med / 1e6);
         println!(
@@ -151,10 +166,21 @@ fn print_arithmetic(plan: &Plan<'_>) {
 
 fn print_profile(plan: &Plan<'_>, layer_ns: &[u128], runs: usize) {
     let total: u128 = layer_ns.iter().sum::<u128>().max(1);
-    println!("\nprofile (mean per run)\n{:<28} {:<14} {:<28} {:>10} {:>7} {:>9}", "node", "op", "kernel", "ms", "%", "GMAC/s");
+    println!(
+        "\nprofile (mean per run)\n{:<28} {:<14} {:<28} {:>10} {:>7} {:>9}",
+        "node", "op", "kernel", "ms", "%", "GMAC/s"
+    );
     for (s, &ns) in plan.steps.iter().zip(layer_ns) {
         let ms = ns as f64 / runs as f64 / 1e6;
         let rate = if s.macs > 0 && ms > 0.0 { format!("{:.2}", s.macs as f64 / ms / 1e6) } else { "-".into() };
-        println!("{:<28} {:<14} {:<28} {:>10.4} {:>6.1}% {:>9}", s.name, s.op, s.kernel, ms, ns as f64 * 100.0 / total as f64, rate);
+        println!(
+            "{:<28} {:<14} {:<28} {:>10.4} {:>6.1}% {:>9}",
+            s.name,
+            s.op,
+            s.kernel,
+            ms,
+            ns as f64 * 100.0 / total as f64,
+            rate
+        );
     }
 }

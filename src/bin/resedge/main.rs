@@ -51,7 +51,10 @@ fn main() -> Result<()> {
 }
 
 fn zoo() -> Result<()> {
-    println!("{:<12} {:<9} {:<11} {:<9} {:<16} {:>14} {:>10}", "name", "family", "block", "shortcut", "layers", "params", "GMACs");
+    println!(
+        "{:<12} {:<9} {:<11} {:<9} {:<16} {:>14} {:>10}",
+        "name", "family", "block", "shortcut", "layers", "params", "GMACs"
+    );
     for arch in resedge::zoo::list()? {
         let model = resedge::zoo::build(&arch, 0)?;
         let plan = Plan::new(&model, &PlanOptions::default()).with_context(|| format!("planning {}", arch.name))?;
@@ -88,7 +91,10 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
     if let Some(p) = &model.preprocess {
         println!("preprocess: resize {} crop {:?} mean {:?} std {:?}", p.resize, p.crop, p.mean, p.std);
     }
-    println!("\n{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}", "node", "op", "kernel", "type", "output", "params", "MACs");
+    println!(
+        "\n{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}",
+        "node", "op", "kernel", "type", "output", "params", "MACs"
+    );
     for s in &plan.steps {
         let v = &plan.values[s.output];
         println!(
@@ -117,7 +123,8 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
 }
 
 fn run(model_path: &std::path::Path, input: &std::path::Path, output: &std::path::Path) -> Result<()> {
-    let file = resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
+    let file =
+        resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
     let model = file.model().with_context(|| format!("loading {}", model_path.display()))?;
     let (shape, data) = npy::read_f32(input)?;
     let expect = &model.graph.input.shape;

@@ -45,7 +45,9 @@ impl ModelArgs {
             let model = file.model().with_context(|| format!("loading {}", path.display()))?;
             let is_int8 = model.graph.is_quantized();
             match (self.precision, is_int8) {
-                (Some(Precision::Int8), false) => bail!("{} is an f32 model; quantize it with resedge-quantize", path.display()),
+                (Some(Precision::Int8), false) => {
+                    bail!("{} is an f32 model; quantize it with resedge-quantize", path.display())
+                }
                 (Some(Precision::F32), true) => bail!("{} is an int8 model", path.display()),
                 _ => {}
             }
