@@ -63,7 +63,9 @@ fn conv(c: &mut Criterion) {
                 KernelFn::F32Conv(f) => g.bench_function(format!("{}/{layer}", k.name), |b| {
                     b.iter(|| f(&geom, &x32, &w32, &b32, None, (0.0, f32::INFINITY), &mut y32))
                 }),
-                KernelFn::QConv(f) => g.bench_function(format!("{}/{layer}", k.name), |b| b.iter(|| f(&geom, &p, &x8, None, &mut y8))),
+                KernelFn::QConv(f) => {
+                    g.bench_function(format!("{}/{layer}", k.name), |b| b.iter(|| f(&geom, &p, &x8, None, &mut y8)))
+                }
                 _ => continue,
             };
         }

@@ -18,7 +18,9 @@ fn models(c: &mut Criterion) {
             let plan = Plan::new(&model, &PlanOptions::default()).unwrap();
             let input = zoo::random_input(plan.input_value().numel(), 1);
             let mut exec = plan.executor();
-            g.bench_function(format!("{name}/{precision}/scalar"), |b| b.iter(|| exec.run_observed(&input, &mut |_, _| {}).unwrap()));
+            g.bench_function(format!("{name}/{precision}/scalar"), |b| {
+                b.iter(|| exec.run_observed(&input, &mut |_, _| {}).unwrap())
+            });
         }
     }
     g.finish();

@@ -108,6 +108,30 @@ pub fn save(model: &Model<'_>) -> Result<Vec<u8>> {
         (KEY_MODEL.to_string(), json),
         ("format".to_string(), "resedge".to_string()),
     ];
-    safetensors::serialize(model.tensors.iter().map(|(k, t)| (k.as_str(), View(t))), Some(info.into_iter().collect()))
-        .map_err(|e| Error::Container(format!("{e}")))
+    let bytes = safetensors::serialize(
+        model.tensors.iter().map(|(k, t)| (k.as_str(), View(t))),
+        Some(info.into_iter().collect()),
+    )
+    .map_err(|e| Error::Container(format!("{e}")))?;
+    canonical_header(bytes)
+}
+
+/// Rewrites the header with `__metadata__` keys in sorted order. safetensors keeps metadata in a HashMap,
+/// whose order changes from run to run; a model file must be byte-identical for identical inputs.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let bad = |e: serde_json::Error| Error::Container(format!("re-reading the header just written: {e}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let mut top: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(bytes[8..8 + n].trim_ascii_end()).map_err(bad)?;
+    if let Some(meta) = top.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(meta.take()).map_err(bad)?;
+        *meta = serde_json::to_value(sorted).map_err(bad)?;
+    }
+    let mut header = serde_json::to_vec(&top).map_err(bad)?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
