@@ -67,16 +67,21 @@ pub fn fold_batchnorm(m: &mut Model<'_>) -> Result<()> {
         let (gamma, beta, mean, var) =
             (get("gamma", &bn_name)?, get("beta", &bn_name)?, get("mean", &bn_name)?, get("var", &bn_name)?);
         let mut w = get("weight", &cname)?;
+        let mismatch = || Error::node(&bn_name, format!("batchnorm parameters do not match {out_channels} channels"));
+        // Checked before `out_channels` (from the file) sizes any allocation.
+        if [gamma.len(), beta.len(), mean.len(), var.len()].iter().any(|&l| l != out_channels)
+            || out_channels == 0
+            || w.len() % out_channels != 0
+        {
+            return Err(mismatch());
+        }
         let bias = if m.tensors.contains_key(&format!("{cname}.bias")) {
             get("bias", &cname)?
         } else {
             vec![0.0; out_channels]
         };
-        if [gamma.len(), beta.len(), mean.len(), var.len(), bias.len()].iter().any(|&l| l != out_channels)
-            || out_channels == 0
-            || w.len() % out_channels != 0
-        {
-            return Err(Error::node(&bn_name, format!("batchnorm parameters do not match {out_channels} channels")));
+        if bias.len() != out_channels {
+            return Err(mismatch());
         }
         let per = w.len() / out_channels;
         let mut new_bias = vec![0.0; out_channels];

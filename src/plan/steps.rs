@@ -163,8 +163,12 @@ fn window_out(node: &Node, len: usize, k: usize, s: usize, d: usize, p0: usize, 
     if k == 0 || s == 0 || d == 0 || k > MAX_DIM || s > MAX_DIM || d > MAX_DIM || p0 > MAX_DIM || p1 > MAX_DIM {
         return Err(node_err(node, format!("invalid window: kernel {k}, stride {s}, dilation {d}, padding {p0}/{p1}")));
     }
-    let eff = (k - 1) * d + 1;
-    let padded = len + p0 + p1;
+    // Checked: with dimensions up to MAX_DIM these products overflow a 32-bit usize.
+    let eff = (k - 1).checked_mul(d).and_then(|e| e.checked_add(1));
+    let padded = len.checked_add(p0).and_then(|p| p.checked_add(p1));
+    let (Some(eff), Some(padded)) = (eff, padded) else {
+        return Err(Error::TooLarge(format!("node `{}`: window of kernel {k}, dilation {d}", node.name)));
+    };
     if eff > padded {
         return Err(node_err(node, format!("window {eff} larger than padded input {padded}")));
     }
@@ -266,6 +270,14 @@ fn check_requant(node: &Node, multiplier: &[i32], shift: &[i32]) -> Result<()> {
     Ok(())
 }
 
+/// Multiply-accumulates of a conv-like step: `k` per output element, checked against overflow.
+fn checked_macs(node: &Node, out_shape: &[usize], k: usize) -> Result<u64> {
+    let out = checked_numel(out_shape, &node.name)?;
+    (out as u64)
+        .checked_mul(k as u64)
+        .ok_or_else(|| Error::TooLarge(format!("node `{}`: {out} outputs of {k} multiply-accumulates", node.name)))
+}
+
 fn dims4(node: &Node, v: &Value) -> Result<[usize; 4]> {
     match v.shape.as_slice() {
         &[n, c, h, w] => Ok([n, c, h, w]),
@@ -337,6 +349,12 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     }
     life[input].first = 0;
     life[output].last = n_steps;
+    // `assign` places every value below the sum of all (aligned) sizes, so that sum must fit a usize.
+    let total =
+        life.iter().try_fold(0usize, |acc, l| acc.checked_add(l.bytes.checked_next_multiple_of(memory::ALIGN)?));
+    if total.is_none() {
+        return Err(Error::TooLarge("activations exceed the address space".into()));
+    }
     let (offsets, arena_bytes) = memory::assign(&life);
     if arena_bytes > opts.max_arena_bytes {
         return Err(Error::TooLarge(format!(
@@ -376,6 +394,15 @@ fn check_qparams(node: &Node, q: &QParams) -> Result<()> {
     Ok(())
 }
 
+/// A clip range must be ordered: the int8 kernels clamp with it, and `i32::clamp` panics on min > max.
+fn check_activation(node: &Node, act: Activation) -> Result<()> {
+    let (lo, hi) = act.bounds();
+    if lo.is_nan() || hi.is_nan() || lo > hi {
+        return Err(node_err(node, format!("invalid activation {act:?}: min must not exceed max")));
+    }
+    Ok(())
+}
+
 fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
     if node.inputs.len() != node.op.arity() {
         return Err(node_err(
@@ -387,6 +414,13 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
     let x = b.values[inputs[0]].clone();
     if let Some(q) = &node.output_q {
         check_qparams(node, q)?;
+    }
+    if let Op::Conv { activation, .. }
+    | Op::Linear { activation, .. }
+    | Op::Act { activation }
+    | Op::Add { activation } = &node.op
+    {
+        check_activation(node, *activation)?;
     }
     let q_out = node.output_q;
     let mut macs = 0u64;
@@ -402,7 +436,7 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
             let out_shape = vec![n, oc, geom.h_out, geom.w_out];
             let wshape = [oc, c / gr, geom.kh, geom.kw];
             checked_numel(&wshape, &node.name)?;
-            macs = geom.macs();
+            macs = checked_macs(node, &out_shape, geom.k())?;
             params = (oc * geom.k() + if *bias { oc } else { 0 }) as u64;
             if *residual && b.values[inputs[1]].shape != out_shape {
                 return Err(node_err(
@@ -482,10 +516,10 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                 groups: 1,
                 ..ConvGeom::default()
             };
-            macs = geom.macs();
-            params = (of * f_in + if *bias { of } else { 0 }) as u64;
             let wshape = [of, f_in];
             let out_shape = vec![n, of];
+            macs = checked_macs(node, &out_shape, f_in)?;
+            params = of as u64 * f_in as u64 + if *bias { of as u64 } else { 0 };
             match q_out {
                 None => {
                     expect_f32(node, &x)?;
@@ -527,6 +561,9 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                 &[_, c] => (c, 1),
                 s => return Err(node_err(node, format!("BatchNorm expects [N, C, H, W] or [N, C], got {s:?}"))),
             };
+            if hw == 0 {
+                return Err(node_err(node, "empty spatial extent"));
+            }
             let (gamma, beta) = (b.f32_of(node, "gamma", &[c])?, b.f32_of(node, "beta", &[c])?);
             let (mean, var) = (b.f32_of(node, "mean", &[c])?, b.f32_of(node, "var", &[c])?);
             let scale: Vec<f32> = (0..c).map(|i| gamma[i] / libm::sqrtf(var[i] + eps)).collect();
@@ -613,6 +650,9 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                     if !cip && window.padding != [0; 4] {
                         return Err(node_err(node, "int8 AvgPool with padding needs count_include_pad"));
                     }
+                    if geom.kh as i64 * geom.kw as i64 * 255 > i32::MAX as i64 {
+                        return Err(node_err(node, "pooling window too large for i32 sums"));
+                    }
                     let out = b.qout(node, "", 1, Activation::None, &q)?;
                     let (k, f) = pick!(b.isa, node, QAvgPool);
                     (k, StepKind::QAvgPool { f, geom, x_zp: internal_i8(&xq).0, out }, out_shape, ValueType::Q(q))
@@ -654,6 +694,9 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                 return Err(node_err(node, "Softmax runs in f32 (dequantize first)"));
             }
             let cols = *x.shape.last().unwrap_or(&1);
+            if cols == 0 {
+                return Err(node_err(node, "Softmax over an empty axis"));
+            }
             let (k, f) = pick!(b.isa, node, F32Softmax);
             (k, StepKind::Softmax { f, cols }, x.shape.clone(), ValueType::F32)
         }
