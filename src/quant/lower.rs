@@ -119,15 +119,11 @@ pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationSchem
                 out.tensors.insert(format!("{}.shift", node.name), Tensor::from_i32(vec![2], &[sa, sb]));
                 new.output_q = Some(qy);
             }
-            (Op::GlobalAvgPool | Op::AvgPool { .. }, _) if all_q => {
+            // int8 average pooling divides by kh*kw everywhere, so a pool that excludes padding stays f32.
+            (Op::GlobalAvgPool | Op::AvgPool { .. }, _) if all_q && !excludes_padding(&node.op) => {
                 let qy = range_of(&node.name)?;
                 let count = match &node.op {
-                    Op::AvgPool { window, .. } => {
-                        if let Op::AvgPool { count_include_pad, .. } = &mut new.op {
-                            *count_include_pad = true;
-                        }
-                        window.kernel[0] * window.kernel[1]
-                    }
+                    Op::AvgPool { window, .. } => window.kernel[0] * window.kernel[1],
                     _ => model_hw(model, node)?,
                 };
                 let (m, s) = mult(node, in_q[0].scale as f64 / (qy.scale as f64 * count as f64))?;
@@ -172,6 +168,11 @@ pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationSchem
         out.graph.output = dq;
     }
     Ok(out)
+}
+
+/// An average pool whose divisor excludes padded taps (not expressible in int8).
+fn excludes_padding(op: &Op) -> bool {
+    matches!(op, Op::AvgPool { window, count_include_pad: false } if window.padding != [0; 4])
 }
 
 /// Spatial size (H*W) of a GlobalAvgPool's input, from the shapes a plan of the f32 model infers.

@@ -12,7 +12,7 @@ pub const SHIFT_RANGE: core::ops::RangeInclusive<i32> = 1..=62;
 
 /// Splits a positive real multiplier into `(m, shift)` with `m` in [2^30, 2^31) and
 /// `real ≈ m * 2^-shift`. Returns None if `real` is not finite and positive or needs a shift outside
-/// [`SHIFT_RANGE`] (real multipliers from about 4.7e-10 up to 2^30).
+/// [`SHIFT_RANGE`] (real multipliers from 2^-32 up to just under 2^30).
 pub fn quantize_multiplier(real: f64) -> Option<(i32, i32)> {
     if !(real.is_finite() && real > 0.0) {
         return None;
