@@ -263,7 +263,8 @@ impl<'a> Builder<'_, 'a> {
 
 fn check_requant(node: &Node, multiplier: &[i32], shift: &[i32]) -> Result<()> {
     for (&m, &s) in multiplier.iter().zip(shift) {
-        if m <= 0 || !quant::SHIFT_RANGE.contains(&s) {
+        // Normalized multipliers only (as quantize_multiplier makes them): SIMD kernels may rely on it.
+        if m < (1 << 30) || !quant::SHIFT_RANGE.contains(&s) {
             return Err(node_err(node, format!("requantization multiplier {m} / shift {s} out of range")));
         }
     }
@@ -623,6 +624,12 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
         }
         Op::MaxPool { window } | Op::AvgPool { window, .. } => {
             let d = dims4(node, &x)?;
+            // PyTorch's rule: no dilation, padding at most half the kernel. Every window then touches the
+            // input, so max pooling never returns its "no value" minimum.
+            let [t, l, bo, r] = window.padding;
+            if window.dilation != [1, 1] || t.max(bo) > window.kernel[0] / 2 || l.max(r) > window.kernel[1] / 2 {
+                return Err(node_err(node, format!("pooling needs dilation 1 and padding <= kernel/2, got {window:?}")));
+            }
             let geom = conv_geom(node, d, d[1], window, d[1])?;
             let out_shape = vec![d[0], d[1], geom.h_out, geom.w_out];
             let is_max = matches!(node.op, Op::MaxPool { .. });

@@ -4,8 +4,8 @@
 use crate::kernels::{ConvGeom, Requant};
 use crate::quant::{requantize, saturate};
 
-/// Max pooling; padded positions are ignored (never win). A window entirely in padding yields `T::MIN`
-/// (the planner rejects such geometries).
+/// Max pooling; padded positions are ignored (never win). A window entirely in padding yields `min`;
+/// the planner only admits geometries where every window touches the input.
 pub fn max_pool<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T]) {
     for nc in 0..g.n * g.c_in {
         let xc = &x[nc * g.h_in * g.w_in..][..g.h_in * g.w_in];
