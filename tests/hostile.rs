@@ -1157,3 +1157,30 @@ fn targeted_hostile_graphs_are_rejected() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Writes the tiny models as the cargo-fuzz seed corpus (see fuzz/README.md):
+/// `cargo test --test hostile write_fuzz_seed_corpus -- --ignored` (directory: `RESEDGE_FUZZ_CORPUS`,
+/// by default fuzz/corpus/load_model).
+#[test]
+#[ignore = "writes files; run by hand to seed cargo fuzz"]
+fn write_fuzz_seed_corpus() {
+    let dir = std::env::var("RESEDGE_FUZZ_CORPUS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/load_model").into());
+    std::fs::create_dir_all(&dir).unwrap();
+    let f32_model = passes::optimize(&tiny(false)).unwrap();
+    let inputs: Vec<Vec<f32>> = (0..3).map(|i| zoo::random_input(3 * 8 * 8, 40 + i)).collect();
+    let ranges = zoo::calibrate_minmax(&f32_model, &inputs).unwrap();
+    let mut seeds = vec![("tiny-f32", tiny(true)), ("tiny-f32-folded", f32_model.clone())];
+    for (name, scheme) in [
+        ("tiny-i8", ActivationScheme::AsymmetricI8),
+        ("tiny-u8", ActivationScheme::AsymmetricU8),
+        ("tiny-i8-symmetric", ActivationScheme::SymmetricI8),
+    ] {
+        seeds.push((name, lower_to_int8(&f32_model, &ranges, scheme).unwrap()));
+    }
+    for (name, m) in seeds {
+        let bytes = format::save(&m).unwrap();
+        std::fs::write(format!("{dir}/{name}.rsm"), &bytes).unwrap();
+        eprintln!("{dir}/{name}.rsm: {} bytes", bytes.len());
+    }
+}
