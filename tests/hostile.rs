@@ -1158,14 +1158,12 @@ fn targeted_hostile_graphs_are_rejected() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Writes the tiny models as the cargo-fuzz seed corpus (see fuzz/README.md):
-/// `cargo test --test hostile write_fuzz_seed_corpus -- --ignored` (directory: `RESEDGE_FUZZ_CORPUS`,
-/// by default fuzz/corpus/load_model).
+/// The tiny models, written as the cargo-fuzz seed corpus (see fuzz/README.md), must load, plan and run.
+/// Files go to `RESEDGE_FUZZ_CORPUS` (e.g. fuzz/corpus/load_model) or a temporary folder.
 #[test]
-#[ignore = "writes files; run by hand to seed cargo fuzz"]
-fn write_fuzz_seed_corpus() {
+fn fuzz_seed_corpus_is_valid() {
     let dir = std::env::var("RESEDGE_FUZZ_CORPUS")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/load_model").into());
+        .unwrap_or_else(|_| std::env::temp_dir().join("resedge-fuzz-seeds").to_string_lossy().into_owned());
     std::fs::create_dir_all(&dir).unwrap();
     let f32_model = passes::optimize(&tiny(false)).unwrap();
     let inputs: Vec<Vec<f32>> = (0..3).map(|i| zoo::random_input(3 * 8 * 8, 40 + i)).collect();
@@ -1180,6 +1178,10 @@ fn write_fuzz_seed_corpus() {
     }
     for (name, m) in seeds {
         let bytes = format::save(&m).unwrap();
+        let loaded = format::load(&bytes).unwrap();
+        let plan = Plan::new(&loaded, &PlanOptions::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let input = zoo::random_input(plan.input_value().numel(), 7);
+        plan.executor().run(&input).unwrap_or_else(|e| panic!("{name}: {e}"));
         std::fs::write(format!("{dir}/{name}.rsm"), &bytes).unwrap();
         eprintln!("{dir}/{name}.rsm: {} bytes", bytes.len());
     }

@@ -628,7 +628,10 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
             // input, so max pooling never returns its "no value" minimum.
             let [t, l, bo, r] = window.padding;
             if window.dilation != [1, 1] || t.max(bo) > window.kernel[0] / 2 || l.max(r) > window.kernel[1] / 2 {
-                return Err(node_err(node, format!("pooling needs dilation 1 and padding <= kernel/2, got {window:?}")));
+                return Err(node_err(
+                    node,
+                    format!("pooling needs dilation 1 and padding <= kernel/2, got {window:?}"),
+                ));
             }
             let geom = conv_geom(node, d, d[1], window, d[1])?;
             let out_shape = vec![d[0], d[1], geom.h_out, geom.w_out];
