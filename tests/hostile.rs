@@ -12,6 +12,9 @@ use resedge::quant::{lower_to_int8, ActivationScheme};
 use resedge::tensor::Tensor;
 use resedge::{zoo, Error};
 use serde_json::{json, Map, Value};
+
+mod common;
+use common::Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -57,28 +60,6 @@ unsafe impl GlobalAlloc for Watch {
 static GLOBAL: Watch = Watch;
 
 // ---------------------------------------------------------------------------------------------------------
-// Deterministic RNG (splitmix64).
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.next() % den < num
-    }
-    fn pick<'t, T>(&mut self, items: &'t [T]) -> &'t T {
-        &items[self.below(items.len())]
-    }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // The container, decoded: header JSON + data, and a tensor table that repacks into a valid file.
@@ -261,8 +242,8 @@ fn random_activation(rng: &mut Rng) -> Value {
 
 fn random_qparams(rng: &mut Rng) -> Value {
     let dtype = *rng.pick(&["i8", "u8", "i16"]);
-    let scale = if rng.chance(1, 2) { json!(0.05) } else { interesting_number(rng) };
-    let zp = if rng.chance(1, 2) { json!(rng.below(20) as i64 - 10) } else { interesting_number(rng) };
+    let scale = if rng.chance(1.0 / 2.0) { json!(0.05) } else { interesting_number(rng) };
+    let zp = if rng.chance(1.0 / 2.0) { json!(rng.below(20) as i64 - 10) } else { interesting_number(rng) };
     json!({"dtype": dtype, "scale": scale, "zero_point": zp})
 }
 
@@ -369,7 +350,7 @@ fn mutate_graph(rng: &mut Rng, m: &mut Value) -> String {
         // Quantization of a node's output: added, changed, removed.
         13 | 14 => {
             let n = &mut m["graph"]["nodes"][ni];
-            if rng.chance(1, 4) {
+            if rng.chance(1.0 / 4.0) {
                 n.as_object_mut().map(|o| o.remove("output_q"));
                 format!("node {node_name}: output_q removed")
             } else {
@@ -405,7 +386,7 @@ fn mutate_graph(rng: &mut Rng, m: &mut Value) -> String {
             format!("nodes {ni} and {j} swapped")
         }
         18 => {
-            if rng.chance(1, 2) {
+            if rng.chance(1.0 / 2.0) {
                 m["graph"]["nodes"] = json!([]);
                 "all nodes removed".into()
             } else {
@@ -510,7 +491,7 @@ fn mutate_header(rng: &mut Rng, bytes: &[u8]) -> Option<(Vec<u8>, String)> {
         _ => {
             let meta = header.get_mut("__metadata__")?.as_object_mut()?;
             let v = *rng.pick(&["2", "0", "", "abc", "-1", "1.0", "4294967296", " 1"]);
-            if rng.chance(1, 4) {
+            if rng.chance(1.0 / 4.0) {
                 meta.remove(format::KEY_VERSION);
                 return Some((join(&header, &data), "version removed".into()));
             }
@@ -635,7 +616,7 @@ fn mutate_bytes(rng: &mut Rng, bytes: &[u8]) -> (Vec<u8>, String) {
         .saturating_add(8)
         .min(b.len());
     // Positions in the header are as likely as positions in the data.
-    let pos = |rng: &mut Rng, len: usize| if rng.chance(1, 2) { rng.below(hlen) } else { rng.below(len) };
+    let pos = |rng: &mut Rng, len: usize| if rng.chance(1.0 / 2.0) { rng.below(hlen) } else { rng.below(len) };
     match rng.below(6) {
         0 => {
             let k = 1 + rng.below(8);
@@ -681,7 +662,7 @@ fn mutate_bytes(rng: &mut Rng, bytes: &[u8]) -> (Vec<u8>, String) {
         4 => {
             let i = pos(rng, b.len());
             let k = 1 + rng.below(16);
-            if rng.chance(1, 2) {
+            if rng.chance(1.0 / 2.0) {
                 let end = (i + k).min(b.len());
                 b.drain(i..end);
                 (b, format!("deleted {i}..{end}"))
@@ -749,19 +730,6 @@ enum Outcome {
     Ran,
 }
 
-/// Pooling work, which `macs` does not count: output elements times window taps.
-fn pool_taps(model: &Model<'_>, plan: &Plan<'_>) -> u64 {
-    let mut taps = 0u64;
-    for s in &plan.steps {
-        let Some(node) = model.graph.nodes.iter().find(|n| n.name == s.name) else { continue };
-        if let Op::MaxPool { window } | Op::AvgPool { window, .. } = &node.op {
-            let k = (window.kernel[0] as u64).saturating_mul(window.kernel[1] as u64);
-            taps = taps.saturating_add((plan.values[s.output].numel() as u64).saturating_mul(k));
-        }
-    }
-    taps
-}
-
 /// Loads, plans and (when cheap enough) runs `bytes`, on a fixed pattern input or on `fill` everywhere.
 fn exercise(bytes: &[u8], fill: Option<f32>) -> Outcome {
     let model = match format::load(bytes) {
@@ -779,7 +747,7 @@ fn plan_and_run(model: &Model<'_>, optimize: bool, fill: Option<f32>) -> Outcome
         Ok(p) => p,
         Err(e) => return Outcome::Rejected(kind(&e)),
     };
-    if plan.macs().saturating_add(pool_taps(model, &plan)) > MAX_WORK {
+    if plan.macs().saturating_add(plan.pool_taps()) > MAX_WORK {
         return Outcome::Costly;
     }
     let input: Vec<f32> =
@@ -840,7 +808,7 @@ fn fuzz(label: &str, base: &[u8], seed: u64, count: usize) -> Tally {
     // The unmutated model must load, plan and run.
     check(&mut t, base, || format!("{label}: unmutated"));
     assert_eq!(t.ran, 1, "{label}: the base model must run: {:?}", t.failures);
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     for i in 0..count {
         let (bytes, log) = mutant(&mut rng, base);
         check(&mut t, &bytes, || format!("{label} seed {seed} mutant {i}: {}", log.join(" | ")));
@@ -880,7 +848,7 @@ fn node(name: &str, op: Op, inputs: &[&str]) -> Node {
 }
 
 fn seeded(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..n).map(|_| ((rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0 * scale).collect()
 }
 

@@ -4,7 +4,6 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use resedge::graph::{Model, Op};
 use resedge::plan::{Plan, PlanOptions};
 
 /// Arena cap: keeps every run to a few megabytes.
@@ -12,25 +11,13 @@ const MAX_ARENA: usize = 4 << 20;
 /// Work cap (multiply-accumulates plus pooling taps) above which a plan is built but not run.
 const MAX_WORK: u64 = 2_000_000;
 
-/// Pooling work, which `Plan::macs` does not count: output elements times window taps.
-fn pool_taps(model: &Model<'_>, plan: &Plan<'_>) -> u64 {
-    let mut taps = 0u64;
-    for s in &plan.steps {
-        let Some(node) = model.graph.nodes.iter().find(|n| n.name == s.name) else { continue };
-        if let Op::MaxPool { window } | Op::AvgPool { window, .. } = &node.op {
-            let k = (window.kernel[0] as u64).saturating_mul(window.kernel[1] as u64);
-            taps = taps.saturating_add((plan.values[s.output].numel() as u64).saturating_mul(k));
-        }
-    }
-    taps
-}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(model) = resedge::format::load(data) else { return };
     for optimize in [true, false] {
         let opts = PlanOptions { max_arena_bytes: MAX_ARENA, optimize, ..Default::default() };
         let Ok(plan) = Plan::new(&model, &opts) else { continue };
-        if plan.macs().saturating_add(pool_taps(&model, &plan)) > MAX_WORK {
+        if plan.macs().saturating_add(plan.pool_taps()) > MAX_WORK {
             continue;
         }
         let input: Vec<f32> = (0..plan.input_value().numel()).map(|i| (i % 13) as f32 * 0.3 - 1.8).collect();

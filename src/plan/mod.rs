@@ -126,6 +126,22 @@ impl<'a> Plan<'a> {
         self.steps.iter().map(|s| s.macs).sum()
     }
 
+    /// Window taps of the pooling steps (output elements x window size): the work [`Plan::macs`] leaves out.
+    pub fn pool_taps(&self) -> u64 {
+        self.steps
+            .iter()
+            .map(|s| match &s.kind {
+                StepKind::MaxPool { geom, .. }
+                | StepKind::QMaxPool { geom, .. }
+                | StepKind::AvgPool { geom, .. }
+                | StepKind::QAvgPool { geom, .. } => {
+                    (geom.output_len() as u64).saturating_mul((geom.kh * geom.kw) as u64)
+                }
+                _ => 0,
+            })
+            .fold(0, u64::saturating_add)
+    }
+
     /// A fresh executor with its own arena (the only allocation; reuse it across runs).
     pub fn executor(&self) -> Executor<'_, 'a> {
         Executor::new(self)
