@@ -437,58 +437,18 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
             let out_shape = vec![n, oc, geom.h_out, geom.w_out];
             let wshape = [oc, c / gr, geom.kh, geom.kw];
             checked_numel(&wshape, &node.name)?;
-            macs = checked_macs(node, &out_shape, geom.k())?;
-            params = (oc * geom.k() + if *bias { oc } else { 0 }) as u64;
-            if *residual && b.values[inputs[1]].shape != out_shape {
+            let residual = residual.then(|| b.values[inputs[1]].clone());
+            if let Some(r) = residual.as_ref().filter(|r| r.shape != out_shape) {
                 return Err(node_err(
                     node,
-                    format!("residual shape {:?} differs from output {:?}", b.values[inputs[1]].shape, out_shape),
+                    format!("residual shape {:?} differs from output {:?}", r.shape, out_shape),
                 ));
             }
-            match q_out {
-                None => {
-                    expect_f32(node, &x)?;
-                    if *residual {
-                        expect_f32(node, &b.values[inputs[1]])?;
-                    }
-                    let weight = b.f32_weights(node, &wshape)?;
-                    let bias = if *bias { b.f32_of(node, "bias", &[oc])? } else { vec![0.0; oc] };
-                    let (k, f) = pick!(b.isa, node, F32Conv);
-                    (k, StepKind::Conv { f, geom, weight, bias, clamp: activation.bounds() }, out_shape, ValueType::F32)
-                }
-                Some(q) => {
-                    let xq = quantized(node, &x)?;
-                    let weight = b.i8_weights(node, &wshape)?;
-                    let biasv = if *bias { b.i32_of(node, "bias", &[oc])? } else { vec![0; oc] };
-                    // |acc| <= |bias| + K * 255 * 127 must fit in i32 (the spec forbids overflow).
-                    let worst =
-                        biasv.iter().map(|v| (*v as i64).abs()).max().unwrap_or(0) + geom.k() as i64 * 255 * 127;
-                    if worst > i32::MAX as i64 {
-                        return Err(node_err(
-                            node,
-                            format!("reduction of {} terms could overflow the i32 accumulator", geom.k()),
-                        ));
-                    }
-                    let out = b.qout(node, "", oc, *activation, &q)?;
-                    let residual = if *residual {
-                        let rq = quantized(node, &b.values[inputs[1]])?;
-                        let m = b.i32_of(node, "residual_multiplier", &[1])?;
-                        let s = b.i32_of(node, "residual_shift", &[1])?;
-                        check_requant(node, &m, &s)?;
-                        Some(ResidualRequant { zero_point: internal_i8(&rq).0, multiplier: m[0], shift: s[0] })
-                    } else {
-                        None
-                    };
-                    let (k, f) = pick!(b.isa, node, QConv);
-                    let x_zp = internal_i8(&xq).0;
-                    (
-                        k,
-                        StepKind::QConv { f, geom, x_zp, weight, bias: biasv, out, residual },
-                        out_shape,
-                        ValueType::Q(q),
-                    )
-                }
-            }
+            let conv =
+                ConvLike { geom, wshape: &wshape, bias: *bias, activation: *activation, residual: residual.as_ref() };
+            (macs, params) = (checked_macs(node, &out_shape, geom.k())?, conv.params());
+            let (k, kind, ty) = conv_step(b, node, &x, conv)?;
+            (k, kind, out_shape, ty)
         }
         Op::Linear { out_features, bias, activation } => {
             let (n, f_in) = match x.shape.as_slice() {
@@ -517,40 +477,11 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                 groups: 1,
                 ..ConvGeom::default()
             };
-            let wshape = [of, f_in];
             let out_shape = vec![n, of];
-            macs = checked_macs(node, &out_shape, f_in)?;
-            params = of as u64 * f_in as u64 + if *bias { of as u64 } else { 0 };
-            match q_out {
-                None => {
-                    expect_f32(node, &x)?;
-                    let weight = b.f32_weights(node, &wshape)?;
-                    let bias = if *bias { b.f32_of(node, "bias", &[of])? } else { vec![0.0; of] };
-                    let (k, f) = pick!(b.isa, node, F32Conv);
-                    (k, StepKind::Conv { f, geom, weight, bias, clamp: activation.bounds() }, out_shape, ValueType::F32)
-                }
-                Some(q) => {
-                    let xq = quantized(node, &x)?;
-                    let weight = b.i8_weights(node, &wshape)?;
-                    let biasv = if *bias { b.i32_of(node, "bias", &[of])? } else { vec![0; of] };
-                    let worst = biasv.iter().map(|v| (*v as i64).abs()).max().unwrap_or(0) + f_in as i64 * 255 * 127;
-                    if worst > i32::MAX as i64 {
-                        return Err(node_err(
-                            node,
-                            format!("reduction of {f_in} terms could overflow the i32 accumulator"),
-                        ));
-                    }
-                    let out = b.qout(node, "", of, *activation, &q)?;
-                    let (k, f) = pick!(b.isa, node, QConv);
-                    let x_zp = internal_i8(&xq).0;
-                    (
-                        k,
-                        StepKind::QConv { f, geom, x_zp, weight, bias: biasv, out, residual: None },
-                        out_shape,
-                        ValueType::Q(q),
-                    )
-                }
-            }
+            let conv = ConvLike { geom, wshape: &[of, f_in], bias: *bias, activation: *activation, residual: None };
+            (macs, params) = (checked_macs(node, &out_shape, f_in)?, conv.params());
+            let (k, kind, ty) = conv_step(b, node, &x, conv)?;
+            (k, kind, out_shape, ty)
         }
         Op::BatchNorm { eps } => {
             expect_f32(node, &x)?;
@@ -764,6 +695,65 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
         params,
         kind,
     })
+}
+
+/// A convolution or linear layer, lowered to one geometry.
+struct ConvLike<'v> {
+    geom: ConvGeom,
+    wshape: &'v [usize],
+    bias: bool,
+    activation: Activation,
+    /// The fused residual input, if any.
+    residual: Option<&'v Value>,
+}
+
+impl ConvLike<'_> {
+    fn params(&self) -> u64 {
+        let (oc, k) = (self.geom.c_out as u64, self.geom.k() as u64);
+        oc * k + if self.bias { oc } else { 0 }
+    }
+}
+
+/// Prepares the weights and picks the kernel of a conv-like node, in f32 or int8 by its `output_q`.
+fn conv_step<'a>(
+    b: &Builder<'_, 'a>,
+    node: &Node,
+    x: &Value,
+    c: ConvLike<'_>,
+) -> Result<(&'static Kernel, StepKind<'a>, ValueType)> {
+    let (geom, oc) = (c.geom, c.geom.c_out);
+    let Some(q) = node.output_q else {
+        expect_f32(node, x)?;
+        if let Some(r) = c.residual {
+            expect_f32(node, r)?;
+        }
+        let weight = b.f32_weights(node, c.wshape)?;
+        let bias = if c.bias { b.f32_of(node, "bias", &[oc])? } else { vec![0.0; oc] };
+        let (k, f) = pick!(b.isa, node, F32Conv);
+        return Ok((k, StepKind::Conv { f, geom, weight, bias, clamp: c.activation.bounds() }, ValueType::F32));
+    };
+    let xq = quantized(node, x)?;
+    let weight = b.i8_weights(node, c.wshape)?;
+    let bias = if c.bias { b.i32_of(node, "bias", &[oc])? } else { vec![0; oc] };
+    // |acc| <= |bias| + K * 255 * 127 must fit in i32 (the spec forbids overflow).
+    let worst = bias.iter().map(|v| (*v as i64).abs()).max().unwrap_or(0) + geom.k() as i64 * 255 * 127;
+    if worst > i32::MAX as i64 {
+        return Err(node_err(node, format!("reduction of {} terms could overflow the i32 accumulator", geom.k())));
+    }
+    let out = b.qout(node, "", oc, c.activation, &q)?;
+    let residual = match c.residual {
+        Some(r) => {
+            let rq = quantized(node, r)?;
+            let m = b.i32_of(node, "residual_multiplier", &[1])?;
+            let s = b.i32_of(node, "residual_shift", &[1])?;
+            check_requant(node, &m, &s)?;
+            Some(ResidualRequant { zero_point: internal_i8(&rq).0, multiplier: m[0], shift: s[0] })
+        }
+        None => None,
+    };
+    let (k, f) = pick!(b.isa, node, QConv);
+    let x_zp = internal_i8(&xq).0;
+    Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, out, residual }, ValueType::Q(q)))
 }
 
 /// A layout-only op (Flatten): same bytes, new shape.
