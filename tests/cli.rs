@@ -128,3 +128,20 @@ fn bad_inputs_are_clear_errors() {
         assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
     }
 }
+
+#[test]
+fn closed_pipe_is_not_a_crash() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_resedge"))
+        .arg("zoo")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // reader dropped: pipe closed
+    let o = child.wait_with_output().unwrap();
+    assert!(first.starts_with("name"), "{first}");
+    assert!(o.status.success() && !stderr(&o).contains("panicked"), "{:?}: {}", o.status, stderr(&o));
+}

@@ -6,6 +6,7 @@ use crate::source::ModelArgs;
 use anyhow::Result;
 use clap::Args;
 use resedge::plan::{Plan, PlanOptions};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -59,6 +60,7 @@ fn peak_rss() -> Option<u64> {
 
 pub fn bench(args: &BenchArgs) -> Result<()> {
     args.model.with_model(|model| {
+        let mut out = std::io::stdout().lock();
         let plan = Plan::new(model, &PlanOptions { batch: args.batch, ..Default::default() })?;
         let threads_used = 1;
         if args.threads != threads_used {
@@ -110,26 +112,33 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let rss = peak_rss();
         let precision = if model.graph.is_quantized() { "int8" } else { "f32" };
         let isa = plan.steps.first().map_or("scalar", |s| s.isa.name());
-        println!("model      {} ({})", model.name, args.model.describe(model));
-        println!(
+        writeln!(out, "model      {} ({})", model.name, args.model.describe(model))?;
+        writeln!(
+            out,
             "batch      {}   threads {}   isa {}   runs {} (+{} warm-up)",
             args.batch,
             threads_used,
             isa,
             samples.len(),
             args.warmup
-        );
-        println!("latency    min {min:.3}  median {med:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3} ms");
-        println!("throughput {:.1} images/s, {:.2} GMAC/s", args.batch as f64 * 1e3 / med, macs as f64 / med / 1e6);
-        println!(
+        )?;
+        writeln!(out, "latency    min {min:.3}  median {med:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3} ms")?;
+        writeln!(
+            out,
+            "throughput {:.1} images/s, {:.2} GMAC/s",
+            args.batch as f64 * 1e3 / med,
+            macs as f64 / med / 1e6
+        )?;
+        writeln!(
+            out,
             "memory     arena {:.2} MB, weights {:.2} MB, peak RSS {}",
             plan.arena_bytes as f64 / 1e6,
             model.weight_bytes() as f64 / 1e6,
             rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6))
-        );
-        print_arithmetic(&plan);
+        )?;
+        print_arithmetic(&mut out, &plan)?;
         if args.profile {
-            print_profile(&plan, &layer_ns, samples.len());
+            print_profile(&mut out, &plan, &layer_ns, samples.len())?;
         }
         if args.json {
             let json = serde_json::json!({
@@ -139,14 +148,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 "model": model.name, "macs": macs, "arena_bytes": plan.arena_bytes,
                 "weight_bytes": model.weight_bytes(), "peak_rss_bytes": rss,
             });
-            println!("{json}");
+            writeln!(out, "{json}")?;
         }
         Ok(())
     })
 }
 
 /// Which arithmetic the layers used: kernels grouped with their MAC share.
-fn print_arithmetic(plan: &Plan<'_>) {
+fn print_arithmetic(out: &mut impl Write, plan: &Plan<'_>) -> std::io::Result<()> {
     let mut by_kernel: Vec<(&str, usize, u64)> = Vec::new();
     for s in &plan.steps {
         match by_kernel.iter_mut().find(|(k, _, _)| *k == s.kernel) {
@@ -158,22 +167,25 @@ fn print_arithmetic(plan: &Plan<'_>) {
         }
     }
     let total = plan.macs().max(1) as f64;
-    println!("arithmetic");
+    writeln!(out, "arithmetic")?;
     for (k, n, macs) in by_kernel {
-        println!("  {k:<30} {n:>4} nodes  {:>6.2}% of MACs", macs as f64 * 100.0 / total);
+        writeln!(out, "  {k:<30} {n:>4} nodes  {:>6.2}% of MACs", macs as f64 * 100.0 / total)?;
     }
+    Ok(())
 }
 
-fn print_profile(plan: &Plan<'_>, layer_ns: &[u128], runs: usize) {
+fn print_profile(out: &mut impl Write, plan: &Plan<'_>, layer_ns: &[u128], runs: usize) -> std::io::Result<()> {
     let total: u128 = layer_ns.iter().sum::<u128>().max(1);
-    println!(
+    writeln!(
+        out,
         "\nprofile (mean per run)\n{:<28} {:<14} {:<28} {:>10} {:>7} {:>9}",
         "node", "op", "kernel", "ms", "%", "GMAC/s"
-    );
+    )?;
     for (s, &ns) in plan.steps.iter().zip(layer_ns) {
         let ms = ns as f64 / runs as f64 / 1e6;
         let rate = if s.macs > 0 && ms > 0.0 { format!("{:.2}", s.macs as f64 / ms / 1e6) } else { "-".into() };
-        println!(
+        writeln!(
+            out,
             "{:<28} {:<14} {:<28} {:>10.4} {:>6.1}% {:>9}",
             s.name,
             s.op,
@@ -181,6 +193,7 @@ fn print_profile(plan: &Plan<'_>, layer_ns: &[u128], runs: usize) {
             ms,
             ns as f64 * 100.0 / total as f64,
             rate
-        );
+        )?;
     }
+    Ok(())
 }

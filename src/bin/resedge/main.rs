@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use resedge::plan::{Plan, PlanOptions};
 use source::ModelArgs;
+use std::io::Write;
 
 #[derive(Parser)]
 #[command(name = "resedge", version, about = "Lean ResNet inference runtime: inspect, run and benchmark models")]
@@ -39,6 +40,16 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    match dispatch() {
+        // `resedge zoo | head` closes the pipe early: that is not an error.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn dispatch() -> Result<()> {
     let cli = Cli::parse();
     let level = if cli.verbose { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
@@ -51,14 +62,17 @@ fn main() -> Result<()> {
 }
 
 fn zoo() -> Result<()> {
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<12} {:<9} {:<11} {:<9} {:<16} {:>14} {:>10}",
         "name", "family", "block", "shortcut", "layers", "params", "GMACs"
-    );
+    )?;
     for arch in resedge::zoo::list()? {
         let model = resedge::zoo::build(&arch, 0)?;
         let plan = Plan::new(&model, &PlanOptions::default()).with_context(|| format!("planning {}", arch.name))?;
-        println!(
+        writeln!(
+            out,
             "{:<12} {:<9} {:<11} {:<9} {:<16} {:>14} {:>10.3}",
             arch.name,
             format!("{:?}", arch.family).to_lowercase(),
@@ -67,7 +81,7 @@ fn zoo() -> Result<()> {
             format!("{:?}", arch.layers),
             group_digits(model.parameter_count()),
             plan.macs() as f64 / 1e9
-        );
+        )?;
     }
     Ok(())
 }
@@ -86,18 +100,21 @@ fn group_digits(n: u64) -> String {
 }
 
 fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
+    let mut out = std::io::stdout().lock();
     let plan = Plan::new(model, &PlanOptions::default())?;
-    println!("model {} ({}), input {:?}", model.name, args.describe(model), plan.input_value().shape);
+    writeln!(out, "model {} ({}), input {:?}", model.name, args.describe(model), plan.input_value().shape)?;
     if let Some(p) = &model.preprocess {
-        println!("preprocess: resize {} crop {:?} mean {:?} std {:?}", p.resize, p.crop, p.mean, p.std);
+        writeln!(out, "preprocess: resize {} crop {:?} mean {:?} std {:?}", p.resize, p.crop, p.mean, p.std)?;
     }
-    println!(
+    writeln!(
+        out,
         "\n{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}",
         "node", "op", "kernel", "type", "output", "params", "MACs"
-    );
+    )?;
     for s in &plan.steps {
         let v = &plan.values[s.output];
-        println!(
+        writeln!(
+            out,
             "{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}",
             s.name,
             s.op,
@@ -106,9 +123,9 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
             format!("{:?}", v.shape),
             group_digits(s.params),
             group_digits(s.macs)
-        );
+        )?;
     }
-    println!(
+    writeln!(out,
         "\n{} nodes, {} parameters (stored: {} learnable before folding {}), {:.3} GMACs, weights {:.2} MB, arena {:.2} MB",
         plan.steps.len(),
         group_digits(plan.steps.iter().map(|s| s.params).sum()),
@@ -117,8 +134,8 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
         plan.macs() as f64 / 1e9,
         model.weight_bytes() as f64 / 1e6,
         plan.arena_bytes as f64 / 1e6
-    );
-    println!("arena bytes: {}", plan.arena_bytes);
+    )?;
+    writeln!(out, "arena bytes: {}", plan.arena_bytes)?;
     Ok(())
 }
 
