@@ -28,17 +28,41 @@ pub fn runtime_input(model: &Model<'_>, ds: &Dataset, start: usize, n: usize) ->
     Ok(out)
 }
 
-/// Top-1 accuracy of `model` on `ds`, computed by the runtime in batches of `batch`.
-pub fn top1(model: &Model<'_>, ds: &Dataset, batch: usize) -> Result<f64> {
-    ensure!(!ds.is_empty(), "empty dataset");
+/// Top-1 accuracy of `model` on `ds`, computed by the runtime in batches of `batch`, the images split
+/// over `threads` threads (one plan and executor each).
+pub fn top1(model: &Model<'_>, ds: &Dataset, batch: usize, threads: usize) -> Result<f64> {
+    ensure!(!ds.is_empty() && batch > 0, "empty dataset or zero batch");
+    let threads = threads.clamp(1, ds.len());
+    let chunk = ds.len().div_ceil(threads);
+    let counts: Vec<Result<usize>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let range = t * chunk..((t + 1) * chunk).min(ds.len());
+                s.spawn(move || correct_in(model, ds, range, batch))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("evaluation thread panicked"))))
+            .collect()
+    });
+    let mut correct = 0;
+    for c in counts {
+        correct += c?;
+    }
+    Ok(correct as f64 / ds.len() as f64)
+}
+
+/// Correct top-1 predictions over `range` of `ds`.
+fn correct_in(model: &Model<'_>, ds: &Dataset, range: std::ops::Range<usize>, batch: usize) -> Result<usize> {
     let mut correct = 0usize;
-    let mut start = 0;
-    while start < ds.len() {
-        let n = batch.min(ds.len() - start);
+    let mut start = range.start;
+    while start < range.end {
+        let n = batch.min(range.end - start);
         let plan = Plan::new(model, &PlanOptions { batch: n, ..Default::default() })
             .with_context(|| format!("planning {} for batch {n}", model.name))?;
         let mut exec = plan.executor();
-        while start + n <= ds.len() {
+        while start + n <= range.end {
             let input = runtime_input(model, ds, start, n)?;
             let logits = exec.run(&input).with_context(|| format!("running {}", model.name))?;
             let classes = logits.len() / n;
@@ -49,5 +73,5 @@ pub fn top1(model: &Model<'_>, ds: &Dataset, batch: usize) -> Result<f64> {
             start += n;
         }
     }
-    Ok(correct as f64 / ds.len() as f64)
+    Ok(correct)
 }

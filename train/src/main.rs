@@ -38,6 +38,9 @@ enum Cmd {
         limit: Option<usize>,
         #[arg(long, default_value_t = 100)]
         batch: usize,
+        /// Threads, each running its own plan on a share of the images (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Draw metrics CSVs on one chart (the paper's Fig. 6 style): CSV or CSV=LABEL, one per run.
     Plot {
@@ -225,14 +228,18 @@ fn run_train(a: &TrainArgs) -> Result<()> {
         if let Some(test) = &test_ds {
             let bytes = std::fs::read(&summary.model_path)?;
             let model = resedge::format::load(&bytes)?;
-            let top1 = eval::top1(&model, test, 100)?;
+            let top1 = eval::top1(&model, test, 100, threads_available())?;
             println!("runtime top-1 on {} test images: {:.2}%", test.len(), 100.0 * top1);
         }
     }
     Ok(())
 }
 
-fn run_eval(model_path: &Path, src: &str, limit: Option<usize>, batch: usize) -> Result<()> {
+fn threads_available() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn run_eval(model_path: &Path, src: &str, limit: Option<usize>, batch: usize, threads: Option<usize>) -> Result<()> {
     let file =
         resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
     let model = file.model().with_context(|| format!("loading {}", model_path.display()))?;
@@ -242,7 +249,7 @@ fn run_eval(model_path: &Path, src: &str, limit: Option<usize>, batch: usize) ->
         ds = ds.subset(n);
     }
     let t = std::time::Instant::now();
-    let top1 = eval::top1(&model, &ds, batch)?;
+    let top1 = eval::top1(&model, &ds, batch, threads.unwrap_or_else(threads_available))?;
     println!(
         "{}: top-1 {:.2}% on {} images of {src} (ResEdge runtime, {:.1} s)",
         model_path.display(),
@@ -275,7 +282,7 @@ fn run_plot(runs: &[String], output: &Path, title: &str) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Train(a) => run_train(&a),
-        Cmd::Eval { model, data, limit, batch } => run_eval(&model, &data, limit, batch),
+        Cmd::Eval { model, data, limit, batch, threads } => run_eval(&model, &data, limit, batch, threads),
         Cmd::Plot { runs, output, title } => run_plot(&runs, &output, &title),
         Cmd::Onnx { model, output } => {
             let file =

@@ -56,6 +56,8 @@ pub fn draw(path: &Path, title: &str, curves: &[Curve], (width, height): (u32, u
         .x_desc("epoch")
         .y_desc("error (%)")
         .label_style(("sans-serif", 14))
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(|e| err(&e))?;
