@@ -41,8 +41,10 @@ pub fn select(choice: Choice) -> anyhow::Result<Device> {
     }
     let why = match load_cuda() {
         Ok(()) if tch::Cuda::is_available() => {
+            // Fixed input shapes: let cuDNN time its algorithms once per shape and keep the fastest.
+            tch::Cuda::cudnn_set_benchmark(true);
             eprintln!(
-                "device: cuda:0 ({} CUDA device(s), cuDNN {})",
+                "device: cuda:0 ({} CUDA device(s), cuDNN {}, benchmark mode)",
                 tch::Cuda::device_count(),
                 if tch::Cuda::cudnn_is_available() { "available" } else { "missing" }
             );

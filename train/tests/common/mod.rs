@@ -53,14 +53,3 @@ pub fn net_with_random_bn(arch: &str, seed: i64) -> (nn::VarStore, Net) {
     });
     (vs, net)
 }
-
-/// Location of the shared CIFAR-10 test batch, when present (tests using it skip otherwise).
-pub fn cifar_test_batch() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cifar10/test_batch.bin");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} not found", p.display());
-        None
-    }
-}
