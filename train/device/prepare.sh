@@ -11,6 +11,6 @@ target="${CARGO_TARGET_DIR:-target}"
 data="${RESEDGE_DATA:-../shared/data/cifar10}"
 mkdir -p .device
 strip -o .device/resedge-train "$target/release/resedge-train"
-cp "$data/train_jpeg.tar.gz" "$data/test_batch.bin" "$data/batches.meta.txt" .device/
+install -m 0644 "$data/train_jpeg.tar.gz" "$data/test_batch.bin" "$data/batches.meta.txt" .device/
 ls -l .device
 du -sh .device
