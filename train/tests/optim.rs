@@ -6,6 +6,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 #[test]
 fn sgd_matches_the_reference_update() {
+    tch::manual_seed(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let a = root.var("a", &[2, 3], nn::Init::Uniform { lo: -1.0, up: 1.0 });
@@ -35,6 +36,7 @@ fn sgd_matches_the_reference_update() {
 
 #[test]
 fn channels_last_weights_stay_channels_last() {
+    tch::manual_seed(0);
     let vs = nn::VarStore::new(Device::Cpu);
     let mut net = resedge_train::model::Net::new(&vs.root(), &resedge::zoo::arch("resnet20").unwrap()).unwrap();
     let vs2 = nn::VarStore::new(Device::Cpu);
@@ -60,8 +62,9 @@ fn channels_last_weights_stay_channels_last() {
     let w = &v1["layer1.0.conv1.weight"];
     assert!(!w.is_contiguous() && w.permute([0, 2, 3, 1]).is_contiguous(), "weight lost its channels-last strides");
     for (k, t) in &v1 {
-        let d = (t - &v2[k]).abs().max().double_value(&[]);
-        assert!(d < 1e-4, "`{k}` differs by {d} between channels-last and NCHW training");
+        // Different summation orders in the two layouts: compare relative to the tensor's magnitude.
+        let (d, scale) = ((t - &v2[k]).abs().max().double_value(&[]), t.abs().max().double_value(&[]).max(1e-3));
+        assert!(d <= 1e-3 * scale, "`{k}` differs by {d} (max |w| {scale}) between channels-last and NCHW training");
     }
 }
 
