@@ -62,9 +62,13 @@ fn channels_last_weights_stay_channels_last() {
     let w = &v1["layer1.0.conv1.weight"];
     assert!(!w.is_contiguous() && w.permute([0, 2, 3, 1]).is_contiguous(), "weight lost its channels-last strides");
     for (k, t) in &v1 {
-        // Different summation orders in the two layouts: compare relative to the tensor's magnitude.
+        // Different (and multi-threaded) summation orders in the two layouts: a small absolute plus relative
+        // tolerance; a layout mix-up moves weights by orders of magnitude more.
         let (d, scale) = ((t - &v2[k]).abs().max().double_value(&[]), t.abs().max().double_value(&[]).max(1e-3));
-        assert!(d <= 1e-3 * scale, "`{k}` differs by {d} (max |w| {scale}) between channels-last and NCHW training");
+        assert!(
+            d <= 5e-4 + 1e-3 * scale,
+            "`{k}` differs by {d} (max |w| {scale}) between channels-last and NCHW training"
+        );
     }
 }
 
