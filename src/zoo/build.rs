@@ -95,53 +95,29 @@ impl Builder {
             Shortcut::C => Some(self.projection(p, x, cin, cout, stride)),
             Shortcut::A | Shortcut::B => Some(x.to_string()),
         };
-        let bg = self.branch_gamma;
-        let body = match arch.block {
-            Block::Basic => {
-                let a = self.conv_bn(
-                    &format!("{p}.conv1"),
-                    &format!("{p}.bn1"),
-                    x,
-                    Conv { cin, cout: width, k: 3, stride },
-                    1.0,
-                );
-                let a = self.relu(&format!("{p}.relu1"), &a);
-                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
-                self.conv_bn(
-                    &format!("{p}.conv2"),
-                    &format!("{p}.bn2"),
-                    &a,
-                    Conv { cin: width, cout: width, k: 3, stride: 1 },
-                    gamma,
-                )
-            }
-            Block::Bottleneck => {
-                let a = self.conv_bn(
-                    &format!("{p}.conv1"),
-                    &format!("{p}.bn1"),
-                    x,
-                    Conv { cin, cout: width, k: 1, stride: 1 },
-                    1.0,
-                );
-                let a = self.relu(&format!("{p}.relu1"), &a);
-                let a = self.conv_bn(
-                    &format!("{p}.conv2"),
-                    &format!("{p}.bn2"),
-                    &a,
-                    Conv { cin: width, cout: width, k: 3, stride },
-                    1.0,
-                );
-                let a = self.relu(&format!("{p}.relu2"), &a);
-                let gamma = if arch.shortcut == Shortcut::None { 1.0 } else { bg };
-                self.conv_bn(
-                    &format!("{p}.conv3"),
-                    &format!("{p}.bn3"),
-                    &a,
-                    Conv { cin: width, cout, k: 1, stride: 1 },
-                    gamma,
-                )
-            }
+        // The branch: (kernel, stride, out channels) per conv, ReLU between them; its last batchnorm is
+        // scaled by `branch_gamma` when a shortcut is added to it.
+        let convs = match arch.block {
+            Block::Basic => vec![(3, stride, width), (3, 1, width)],
+            Block::Bottleneck => vec![(1, 1, width), (3, stride, width), (1, 1, cout)],
         };
+        let last_gamma = if arch.shortcut == Shortcut::None { 1.0 } else { self.branch_gamma };
+        let (mut body, mut c) = (x.to_string(), cin);
+        for (i, &(k, stride, co)) in convs.iter().enumerate() {
+            let (n, last) = (i + 1, i + 1 == convs.len());
+            let conv = Conv { cin: c, cout: co, k, stride };
+            body = self.conv_bn(
+                &format!("{p}.conv{n}"),
+                &format!("{p}.bn{n}"),
+                &body,
+                conv,
+                if last { last_gamma } else { 1.0 },
+            );
+            if !last {
+                body = self.relu(&format!("{p}.relu{n}"), &body);
+            }
+            c = co;
+        }
         let sum = match short {
             Some(s) => self.node(&format!("{p}.add"), Op::Add { activation: Activation::None }, &[&body, &s]),
             None => body,
