@@ -378,6 +378,14 @@ fn quantized(node: &Node, v: &Value) -> Result<QParams> {
     }
 }
 
+/// Layout-only int8 ops (activation clamp, max pool, shortcut) keep their input's quantization.
+fn keep_quantization(node: &Node, x: &Value, q: &QParams) -> Result<()> {
+    if quantized(node, x)? != *q {
+        return Err(node_err(node, format!("int8 {} must keep its input's quantization", node.op.name())));
+    }
+    Ok(())
+}
+
 fn expect_f32(node: &Node, v: &Value) -> Result<()> {
     match v.ty {
         ValueType::F32 => Ok(()),
@@ -511,9 +519,7 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                 (k, StepKind::Clamp { f, clamp: activation.bounds() }, x.shape.clone(), ValueType::F32)
             }
             Some(q) => {
-                if quantized(node, &x)? != q {
-                    return Err(node_err(node, "int8 activation must keep its input's quantization"));
-                }
+                keep_quantization(node, &x, &q)?;
                 let (lo, hi) = activation_bounds(*activation, &q);
                 let (k, f) = pick!(b.isa, node, QClamp);
                 (k, StepKind::QClamp { f, lo, hi }, x.shape.clone(), ValueType::Q(q))
@@ -580,9 +586,7 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                     (k, StepKind::AvgPool { f, geom, count_include_pad: cip }, out_shape, ValueType::F32)
                 }
                 (Some(q), true) => {
-                    if quantized(node, &x)? != q {
-                        return Err(node_err(node, "int8 MaxPool must keep its input's quantization"));
-                    }
+                    keep_quantization(node, &x, &q)?;
                     let (k, f) = pick!(b.isa, node, QMaxPool);
                     (k, StepKind::QMaxPool { f, geom }, out_shape, ValueType::Q(q))
                 }
@@ -659,9 +663,7 @@ fn build_step<'a>(b: &mut Builder<'_, 'a>, node: &Node) -> Result<Step<'a>> {
                     (k, StepKind::Shortcut { f, geom }, out_shape, ValueType::F32)
                 }
                 Some(q) => {
-                    if quantized(node, &x)? != q {
-                        return Err(node_err(node, "int8 shortcut must keep its input's quantization"));
-                    }
+                    keep_quantization(node, &x, &q)?;
                     let (k, f) = pick!(b.isa, node, QShortcut);
                     (k, StepKind::QShortcut { f, geom, zero: internal_i8(&q).0 as i8 }, out_shape, ValueType::Q(q))
                 }
