@@ -8,7 +8,7 @@
 use resedge::format;
 use resedge::graph::{Activation, Graph, Input, Model, Node, Op, Window};
 use resedge::plan::{passes, Plan, PlanOptions};
-use resedge::quant::{lower_to_int8, ActivationScheme};
+use resedge::quant::{lower_to_int8, qparams_from_ranges, ActivationScheme};
 use resedge::tensor::Tensor;
 use resedge::{zoo, Error};
 use serde_json::{json, Map, Value};
@@ -930,7 +930,7 @@ fn tiny_int8() -> Model<'static> {
     let m = passes::optimize(&tiny(false)).unwrap();
     let inputs: Vec<Vec<f32>> = (0..3).map(|i| zoo::random_input(3 * 8 * 8, 40 + i)).collect();
     let ranges = zoo::calibrate_minmax(&m, &inputs).unwrap();
-    lower_to_int8(&m, &ranges, ActivationScheme::AsymmetricI8).unwrap()
+    lower_to_int8(&m, &qparams_from_ranges(&ranges, ActivationScheme::AsymmetricI8), &Default::default()).unwrap()
 }
 
 fn resnet20(int8: bool) -> Vec<u8> {
@@ -1142,7 +1142,7 @@ fn fuzz_seed_corpus_is_valid() {
         ("tiny-u8", ActivationScheme::AsymmetricU8),
         ("tiny-i8-symmetric", ActivationScheme::SymmetricI8),
     ] {
-        seeds.push((name, lower_to_int8(&f32_model, &ranges, scheme).unwrap()));
+        seeds.push((name, lower_to_int8(&f32_model, &qparams_from_ranges(&ranges, scheme), &Default::default()).unwrap()));
     }
     for (name, m) in seeds {
         let bytes = format::save(&m).unwrap();

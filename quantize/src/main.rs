@@ -1,6 +1,5 @@
-//! `resedge-quantize`: the offline tool that writes ResEdge model files. Today: zoo architectures with
-//! seeded random weights in f32, f16 storage or int8 (min/max calibrated on random inputs). ONNX import
-//! and data calibration build on the same writer.
+//! `resedge-quantize`: the offline tool that writes ResEdge model files: ONNX import, zoo nets, data
+//! calibration to int8, reports, evaluation and QDQ export. A thin CLI over the library modules.
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -44,6 +43,23 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Import an ONNX file (float or QDQ int8): fold batchnorm, fuse ReLU and residual adds.
+    Import {
+        model: PathBuf,
+        /// Keep batchnorm and activations as separate nodes (for checking the folding).
+        #[arg(long)]
+        no_fold: bool,
+        #[command(flatten)]
+        meta: resedge_quantize::meta::MetaArgs,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn write(model: &Model<'_>, output: &std::path::Path) -> Result<usize> {
+    let bytes = resedge::format::save(model)?;
+    std::fs::write(output, &bytes).with_context(|| format!("writing {}", output.display()))?;
+    Ok(bytes.len())
 }
 
 /// Stores every f32 tensor of `model` as f16.
@@ -69,9 +85,14 @@ fn main() -> Result<()> {
                 Storage::Int8 => resedge::zoo::build_int8(&arch, seed, ActivationScheme::AsymmetricI8)?,
                 Storage::Uint8 => resedge::zoo::build_int8(&arch, seed, ActivationScheme::AsymmetricU8)?,
             };
-            let bytes = resedge::format::save(&model)?;
-            std::fs::write(&output, &bytes).with_context(|| format!("writing {}", output.display()))?;
-            eprintln!("wrote {} ({} bytes, {:?}, seed {seed})", output.display(), bytes.len(), precision);
+            let n = write(&model, &output)?;
+            eprintln!("wrote {} ({n} bytes, {:?}, seed {seed})", output.display(), precision);
+        }
+        Cmd::Import { model, no_fold, meta, output } => {
+            let m = resedge_quantize::import_onnx(&model, !no_fold, &meta)?;
+            let n = write(&m, &output)?;
+            let kind = if m.graph.is_quantized() { "int8 (QDQ)" } else { "f32" };
+            eprintln!("wrote {} ({n} bytes, {kind}, {} nodes)", output.display(), m.graph.nodes.len());
         }
     }
     Ok(())

@@ -1,12 +1,13 @@
-//! Lowering an f32 graph (already folded and fused) to int8, given the observed range of every value.
-//! Weights: symmetric per output channel in [-127, 127]. Activations: per tensor, by [`ActivationScheme`].
+//! Lowering an f32 graph (already folded and fused) to int8, given the quantization of every value.
+//! Weights: symmetric per output channel in [-127, 127]. Activations: per tensor, chosen by the caller
+//! (from calibrated ranges with [`qparams_from_ranges`], or taken from a QDQ ONNX file).
 //! Requantization multipliers are computed here, once, and stored in the model file.
 
 use super::{qparams_for_range, quantize_multiplier};
 use crate::error::{Error, Result};
 use crate::graph::{Model, Node, Op, QParams};
 use crate::tensor::Tensor;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::prelude::v1::*;
 
 /// How activations are quantized.
@@ -23,17 +24,25 @@ pub enum ActivationScheme {
 /// Observed (min, max) of the graph input and of every node output, by value name.
 pub type Ranges = BTreeMap<String, (f32, f32)>;
 
+/// Quantization of the graph input and of every node output, by value name.
+pub type QParamMap = BTreeMap<String, QParams>;
+
+/// The quantization of every calibrated value under `scheme`.
+pub fn qparams_from_ranges(ranges: &Ranges, scheme: ActivationScheme) -> QParamMap {
+    ranges.iter().map(|(k, &(lo, hi))| (k.clone(), qparams_for_range(lo, hi, scheme))).collect()
+}
+
 fn mult(node: &Node, real: f64) -> Result<(i32, i32)> {
     quantize_multiplier(real)
         .ok_or_else(|| Error::node(&node.name, format!("requantization scale {real} is out of range")))
 }
 
-/// Returns the int8 model. Nodes that cannot run in int8 (Softmax, BatchNorm left unfolded) get a
-/// Dequantize in front and stay f32; the graph output is dequantized to f32.
-pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationScheme) -> Result<Model<'static>> {
+/// Returns the int8 model. Nodes that cannot run in int8 (Softmax, BatchNorm left unfolded) and the nodes
+/// named in `keep_float` get a Dequantize in front and stay f32; an int8 node fed by an f32 value gets a
+/// Quantize in front; the graph output is dequantized to f32.
+pub fn lower_to_int8(model: &Model<'_>, qparams: &QParamMap, keep_float: &BTreeSet<String>) -> Result<Model<'static>> {
     let range_of = |v: &str| -> Result<QParams> {
-        let &(lo, hi) = ranges.get(v).ok_or_else(|| Error::Graph(format!("no calibration range for value `{v}`")))?;
-        Ok(qparams_for_range(lo, hi, scheme))
+        qparams.get(v).copied().ok_or_else(|| Error::Graph(format!("no calibration range for value `{v}`")))
     };
     let mut out = Model {
         name: model.name.clone(),
@@ -43,22 +52,37 @@ pub fn lower_to_int8(model: &Model<'_>, ranges: &Ranges, scheme: ActivationSchem
         labels: model.labels.clone(),
     };
     out.graph.nodes.clear();
-    // Quantization of each value in the new graph (None = f32), and the renaming of values.
+    // Quantization of each value in the new graph (None = f32). Values keep their names: int8 nodes
+    // produce int8 values, f32 nodes f32 ones.
     let mut qof: BTreeMap<String, Option<QParams>> = BTreeMap::new();
-    let input = model.graph.input.name.clone();
-    let qin = format!("{input}.quantized");
-    let q = range_of(&input)?;
-    out.graph.nodes.push(Node { name: qin.clone(), op: Op::Quantize, inputs: vec![input.clone()], output_q: Some(q) });
-    qof.insert(input.clone(), None);
-    qof.insert(qin.clone(), Some(q));
-    let mut rename: BTreeMap<String, String> = BTreeMap::new();
-    rename.insert(input, qin);
+    qof.insert(model.graph.input.name.clone(), None);
 
     for node in &model.graph.nodes {
-        let inputs: Vec<String> =
-            node.inputs.iter().map(|i| rename.get(i).cloned().unwrap_or_else(|| i.clone())).collect();
+        let mut inputs = node.inputs.clone();
+        let int8_capable = !keep_float.contains(&node.name)
+            && match &node.op {
+                Op::Conv { .. } | Op::Linear { .. } | Op::Add { .. } | Op::GlobalAvgPool => true,
+                Op::AvgPool { .. } => !excludes_padding(&node.op),
+                Op::MaxPool { .. } | Op::Flatten | Op::ShortcutA { .. } | Op::Act { .. } => true,
+                _ => false,
+            };
+        if int8_capable {
+            // An f32 input (after a layer kept in float) is quantized by its calibrated parameters.
+            for (slot, orig) in inputs.iter_mut().zip(&node.inputs) {
+                if let Some(None) = qof.get(slot.as_str()) {
+                    let q = range_of(orig)?;
+                    let qv = format!("{orig}.quantized");
+                    if !qof.contains_key(&qv) {
+                        let op = Op::Quantize;
+                        out.graph.nodes.push(Node { name: qv.clone(), op, inputs: vec![slot.clone()], output_q: Some(q) });
+                        qof.insert(qv.clone(), Some(q));
+                    }
+                    *slot = qv;
+                }
+            }
+        }
         let in_q: Vec<QParams> = inputs.iter().filter_map(|i| qof.get(i).copied().flatten()).collect();
-        let all_q = in_q.len() == inputs.len();
+        let all_q = int8_capable && in_q.len() == inputs.len();
         let t = |role: &str| -> Result<&Tensor<'_>> {
             let name = format!("{}.{role}", node.name);
             model.tensors.get(&name).ok_or_else(|| Error::tensor(&name, "missing"))

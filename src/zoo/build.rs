@@ -5,7 +5,7 @@ use super::{Arch, Block, Family, Shortcut};
 use crate::error::Result;
 use crate::graph::{Activation, Graph, Input, Model, Node, Op, Preprocess, Window};
 use crate::plan::{passes, Plan, PlanOptions, ValueRef};
-use crate::quant::{lower_to_int8, ActivationScheme, Ranges};
+use crate::quant::{lower_to_int8, qparams_from_ranges, ActivationScheme, Ranges};
 use crate::tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -225,5 +225,5 @@ pub fn build_int8(arch: &Arch, seed: u64, scheme: ActivationScheme) -> Result<Mo
     let len: usize = arch.input().iter().product();
     let inputs: Vec<Vec<f32>> = (0..4).map(|i| random_input(len, seed.wrapping_add(1000 + i))).collect();
     let ranges = calibrate_minmax(&f32_model, &inputs)?;
-    lower_to_int8(&f32_model, &ranges, scheme)
+    lower_to_int8(&f32_model, &qparams_from_ranges(&ranges, scheme), &Default::default())
 }

@@ -4,7 +4,7 @@
 //! Randomness comes from ChaCha8 seeded by (seed, epoch), not from torch: the data order and augmentation
 //! are the same on CPU and GPU, and resuming at an epoch boundary replays exactly what an unbroken run does.
 
-use crate::data::Dataset;
+use crate::data::{Dataset, DatasetTensors};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -4,7 +4,7 @@
 mod common;
 
 use resedge_train::augment::{Augment, DeviceSet, PAD};
-use resedge_train::data::{self, Dataset};
+use resedge_train::data::{self, Dataset, DatasetTensors};
 use tch::{Device, Kind};
 
 #[test]

@@ -4,6 +4,7 @@
 mod common;
 
 use resedge::graph::Preprocess;
+use resedge_train::data::DatasetTensors;
 use resedge_train::{data, eval, export};
 use tch::Kind;
 

@@ -2,6 +2,7 @@
 
 mod common;
 
+use resedge_train::data::DatasetTensors;
 use resedge_train::optim::Sgd;
 use tch::{nn, Device, Kind};
 

@@ -1,9 +1,9 @@
 //! `resedge`: the command-line tool. `zoo`, `inspect`, `run` and `bench`; see `resedge --help`.
 
 mod bench;
-mod npy;
 mod source;
 
+use resedge_data::npy;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use resedge::plan::{Plan, PlanOptions};

@@ -1,4 +1,4 @@
-//! NumPy .npy files in and out (f32; f64 inputs are converted).
+//! NumPy .npy files in and out (f32; f64 inputs are converted): model inputs, outputs and batches.
 
 use anyhow::{bail, Context, Result};
 use npyz::WriterBuilder;
