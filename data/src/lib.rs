@@ -218,18 +218,36 @@ pub fn read_image_folder(src: &Path, classes: Option<Vec<String>>, size: Option<
                 s[2],
                 s[1]
             );
-            let plane = h * w;
-            let start = images.len();
-            images.resize(start + 3 * plane, 0);
-            for (i, px) in img.pixels().enumerate() {
-                for c in 0..3 {
-                    images[start + c * plane + i] = px[c];
-                }
-            }
+            push_planes(&mut images, &img);
             labels.push(label as i64);
         }
     }
     Ok(Dataset { images, labels, shape: shape.expect("at least one image"), classes })
+}
+
+/// Appends an RGB image as three planes (the [3, H, W] layout).
+fn push_planes(images: &mut Vec<u8>, img: &image::RgbImage) {
+    let plane = (img.width() * img.height()) as usize;
+    let start = images.len();
+    images.resize(start + 3 * plane, 0);
+    for (i, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            images[start + c * plane + i] = px[c];
+        }
+    }
+}
+
+/// Reads every image under a folder without class subfolders, resized and center-cropped to `size`;
+/// labels are -1 (unknown), files in name order.
+pub fn read_flat_folder(src: &Path, size: usize) -> Result<Dataset> {
+    let mut files = collect_files(src)?;
+    ensure!(!files.is_empty(), "{}: no .jpg/.jpeg/.png files", src.display());
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut images = Vec::new();
+    for (path, bytes) in &files {
+        push_planes(&mut images, &decode(path, bytes, Some(size))?);
+    }
+    Ok(Dataset { images, labels: vec![-1; files.len()], shape: [3, size, size], classes: vec![] })
 }
 
 /// Writes a dataset as safetensors (`images` u8, `labels` i64, class names in the metadata).

@@ -1,8 +1,14 @@
 //! `resedge-quantize` as a library: ONNX import / export, calibration, int8 lowering with reports.
 //! The binary (`main.rs`) is a thin CLI over these modules.
 
-pub mod onnx;
+pub mod calib;
+pub mod eval;
 pub mod meta;
+pub mod mixed;
+pub mod onnx;
+pub mod parallel;
+pub mod report;
+pub mod samples;
 
 use anyhow::{Context, Result};
 use resedge::graph::Model;
@@ -27,4 +33,13 @@ pub fn import_onnx(path: &Path, fold: bool, meta: &meta::MetaArgs) -> Result<Mod
     };
     meta.apply(&mut model)?;
     Ok(model)
+}
+
+/// Loads a model file (`.rsm`) or imports an ONNX file (folded), detached from the file bytes.
+pub fn load_model(path: &Path) -> Result<Model<'static>> {
+    if path.extension().is_some_and(|e| e == "onnx") {
+        return import_onnx(path, true, &Default::default());
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(resedge::format::load(&bytes).with_context(|| format!("loading {}", path.display()))?.into_owned())
 }
