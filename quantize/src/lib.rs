@@ -43,3 +43,40 @@ pub fn load_model(path: &Path) -> Result<Model<'static>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(resedge::format::load(&bytes).with_context(|| format!("loading {}", path.display()))?.into_owned())
 }
+
+/// Imports a training checkpoint of the training crate (`resedge-train`): a run directory
+/// (`checkpoint.safetensors` + `checkpoint.json`, which names the architecture) or a `.safetensors` file of
+/// PyTorch-named variables (optionally under `model.`; `momentum.` entries are skipped) with `arch`.
+pub fn import_checkpoint(path: &Path, arch: Option<&str>) -> Result<Model<'static>> {
+    let (file, json) = if path.is_dir() {
+        (path.join("checkpoint.safetensors"), Some(path.join("checkpoint.json")))
+    } else {
+        (path.to_path_buf(), None)
+    };
+    let arch_name = match (arch, json.filter(|j| j.exists())) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(j)) => {
+            let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j)?)
+                .with_context(|| format!("parsing {}", j.display()))?;
+            meta["arch"].as_str().with_context(|| format!("{} names no `arch`", j.display()))?.to_string()
+        }
+        (None, None) => anyhow::bail!("{}: pass --arch (no checkpoint.json beside it)", path.display()),
+    };
+    let arch = resedge::zoo::arch(&arch_name)?;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("parsing {}", file.display()))?;
+    let var = |k: &str| k.strip_prefix("model.").unwrap_or(k).to_string();
+    let names: Vec<String> = st.names().into_iter().filter(|k| !k.starts_with("momentum.")).map(|k| var(k)).collect();
+    let lookup: std::collections::HashMap<String, String> =
+        st.names().into_iter().map(|k| (var(k), k.to_string())).collect();
+    let model = resedge::zoo::with_torch_weights(&arch, &names, |name| {
+        let t = st.tensor(lookup.get(name)?).ok()?;
+        if t.dtype() != safetensors::Dtype::F32 {
+            return None;
+        }
+        let values = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        Some((t.shape().to_vec(), values))
+    })
+    .with_context(|| format!("loading {} weights from {}", arch.name, file.display()))?;
+    Ok(model)
+}

@@ -57,6 +57,17 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Import a `resedge-train` checkpoint (run directory or .safetensors): fold batchnorm, fuse.
+    ImportCheckpoint {
+        checkpoint: PathBuf,
+        /// Architecture (default: from checkpoint.json).
+        #[arg(long)]
+        arch: Option<String>,
+        #[command(flatten)]
+        meta: resedge_quantize::meta::MetaArgs,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Calibrate a float model (.rsm or .onnx) on data and write it in int8.
     Quantize {
         model: PathBuf,
@@ -174,6 +185,12 @@ fn main() -> Result<()> {
             let n = write(&m, &output)?;
             let kind = if m.graph.is_quantized() { "int8 (QDQ)" } else { "f32" };
             eprintln!("wrote {} ({n} bytes, {kind}, {} nodes)", output.display(), m.graph.nodes.len());
+        }
+        Cmd::ImportCheckpoint { checkpoint, arch, meta, output } => {
+            let mut m = passes::optimize(&resedge_quantize::import_checkpoint(&checkpoint, arch.as_deref())?)?;
+            meta.apply(&mut m)?;
+            let n = write(&m, &output)?;
+            eprintln!("wrote {} ({n} bytes, f32, {} nodes)", output.display(), m.graph.nodes.len());
         }
         Cmd::Quantize {
             model,

@@ -2,7 +2,7 @@
 //! `layer1.0.conv1`, `layer1.0.downsample.0`, `fc`) so imported checkpoints map onto them.
 
 use super::{Arch, Block, Family, Shortcut};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{Activation, Graph, Input, Model, Node, Op, Preprocess, Window};
 use crate::plan::{passes, Plan, PlanOptions, ValueRef};
 use crate::quant::{lower_to_int8, qparams_from_ranges, ActivationScheme, Ranges};
@@ -226,4 +226,43 @@ pub fn build_int8(arch: &Arch, seed: u64, scheme: ActivationScheme) -> Result<Mo
     let inputs: Vec<Vec<f32>> = (0..4).map(|i| random_input(len, seed.wrapping_add(1000 + i))).collect();
     let ranges = calibrate_minmax(&f32_model, &inputs)?;
     lower_to_int8(&f32_model, &qparams_from_ranges(&ranges, scheme), &Default::default())
+}
+
+/// The PyTorch variable name of the model-file tensor `key` (zoo nets use torchvision's module names):
+/// batchnorm `gamma`/`beta`/`mean`/`var` are `weight`/`bias`/`running_mean`/`running_var`.
+pub fn torch_name(key: &str) -> String {
+    let (node, role) = key.rsplit_once('.').unwrap_or(("", key));
+    let role = match role {
+        "gamma" => "weight",
+        "beta" => "bias",
+        "mean" => "running_mean",
+        "var" => "running_var",
+        other => other,
+    };
+    format!("{node}.{role}")
+}
+
+/// Builds `arch` (batchnorm unfolded) with trained weights looked up by PyTorch name: `get(name)` gives
+/// (shape, values). Every graph tensor must be found with its shape, and every name in `names` used.
+pub fn with_torch_weights(
+    arch: &Arch,
+    names: &[String],
+    mut get: impl FnMut(&str) -> Option<(Vec<usize>, Vec<f32>)>,
+) -> Result<Model<'static>> {
+    let mut model = build(arch, 0)?;
+    let mut used = std::collections::BTreeSet::new();
+    for (key, t) in model.tensors.iter_mut() {
+        let var = torch_name(key);
+        let (shape, values) = get(&var).ok_or_else(|| Error::tensor(key, format!("no trained variable `{var}`")))?;
+        if shape != t.shape || values.len() != t.numel() {
+            return Err(Error::tensor(key, format!("`{var}` has shape {shape:?}, the graph needs {:?}", t.shape)));
+        }
+        *t = Tensor::from_f32(shape, &values);
+        used.insert(var);
+    }
+    let unused: Vec<&String> = names.iter().filter(|k| !used.contains(*k)).collect();
+    if !unused.is_empty() {
+        return Err(Error::Arch(format!("variables with no place in the {} graph: {unused:?}", arch.name)));
+    }
+    Ok(model)
 }

@@ -4,7 +4,7 @@
 
 mod build;
 
-pub use build::{build, build_int8, calibrate_minmax, random_input};
+pub use build::{build, build_int8, calibrate_minmax, random_input, torch_name, with_torch_weights};
 
 use crate::error::{Error, Result};
 use serde::Deserialize;

@@ -7,21 +7,10 @@
 use anyhow::{ensure, Context, Result};
 use resedge::graph::{Model, Preprocess};
 use resedge::zoo::Arch;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use tch::{nn, Device, Kind, Tensor};
 
-/// The torch variable holding the model-file tensor `key`.
-pub fn torch_name(key: &str) -> String {
-    let (node, role) = key.rsplit_once('.').unwrap_or(("", key));
-    let role = match role {
-        "gamma" => "weight",
-        "beta" => "bias",
-        "mean" => "running_mean",
-        "var" => "running_var",
-        other => other,
-    };
-    format!("{node}.{role}")
-}
+pub use resedge::zoo::torch_name;
 
 /// f32 values of a tensor on any device, in row-major order.
 pub fn to_vec_f32(t: &Tensor) -> Result<Vec<f32>> {
@@ -38,19 +27,13 @@ pub fn to_model(
     preprocess: Preprocess,
     labels: Vec<String>,
 ) -> Result<Model<'static>> {
-    let mut model = resedge::zoo::build(arch, 0).with_context(|| format!("building the {} graph", arch.name))?;
     let vars: HashMap<String, Tensor> = vs.variables();
-    let mut used = BTreeSet::new();
-    for (key, t) in model.tensors.iter_mut() {
-        let var = torch_name(key);
-        let v = vars.get(&var).with_context(|| format!("model tensor `{key}` has no trained variable `{var}`"))?;
-        let shape: Vec<usize> = v.size().iter().map(|&d| d as usize).collect();
-        ensure!(shape == t.shape, "`{var}` has shape {shape:?}, the graph's `{key}` needs {:?}", t.shape);
-        *t = resedge::tensor::Tensor::from_f32(shape, &to_vec_f32(v)?);
-        used.insert(var);
-    }
-    let unused: Vec<&String> = vars.keys().filter(|k| !used.contains(*k)).collect();
-    ensure!(unused.is_empty(), "variables with no place in the {} graph: {unused:?}", arch.name);
+    let names: Vec<String> = vars.keys().cloned().collect();
+    let mut model = resedge::zoo::with_torch_weights(arch, &names, |var| {
+        let v = vars.get(var)?;
+        Some((v.size().iter().map(|&d| d as usize).collect(), to_vec_f32(v).ok()?))
+    })
+    .with_context(|| format!("filling the {} graph with trained weights", arch.name))?;
     model.name = name.to_string();
     model.preprocess = Some(preprocess);
     model.labels = labels;
