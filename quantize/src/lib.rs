@@ -66,7 +66,7 @@ pub fn import_checkpoint(path: &Path, arch: Option<&str>) -> Result<Model<'stati
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).with_context(|| format!("parsing {}", file.display()))?;
     let var = |k: &str| k.strip_prefix("model.").unwrap_or(k).to_string();
-    let names: Vec<String> = st.names().into_iter().filter(|k| !k.starts_with("momentum.")).map(|k| var(k)).collect();
+    let names: Vec<String> = st.names().into_iter().filter(|k| !k.starts_with("momentum.")).map(&var).collect();
     let lookup: std::collections::HashMap<String, String> =
         st.names().into_iter().map(|k| (var(k), k.to_string())).collect();
     let model = resedge::zoo::with_torch_weights(&arch, &names, |name| {
