@@ -141,3 +141,30 @@ fn hostile_onnx_files_are_errors_not_panics() {
     g.initializer[0].data_type = 99;
     assert!(onnx::import(&proto.encode_to_vec(), "type").is_err());
 }
+
+#[test]
+fn symbolic_batch_and_older_opsets_import_the_same_network() {
+    use tract_onnx::pb::tensor_shape_proto::dimension::Value;
+    let dir = shared_models();
+    let bytes = std::fs::read(dir.join("resnet20.onnx")).unwrap();
+    let x = npy(&dir.join("resnet20.input.npy"));
+    let reference = run(&onnx::import(&bytes, "r").unwrap().model, &x);
+    for opset in [11, 13, 17] {
+        let mut proto = tract_onnx::pb::ModelProto::decode(&bytes[..]).unwrap();
+        proto.opset_import.iter_mut().for_each(|o| o.version = opset);
+        let input = &mut proto.graph.as_mut().unwrap().input[0];
+        let Some(tract_onnx::pb::type_proto::Value::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut()
+        else {
+            panic!("input is a tensor")
+        };
+        t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimParam("batch".into()));
+        let m = onnx::import(&proto.encode_to_vec(), "r").unwrap().model;
+        assert_eq!(run(&m, &x), reference, "opset {opset}, symbolic batch");
+        // Batch 2 through the same model: each row equals the batch-1 result.
+        let plan = resedge::Plan::new(&m, &resedge::plan::PlanOptions { batch: 2, ..Default::default() }).unwrap();
+        let x2 = [x.clone(), x.clone()].concat();
+        let y2 = plan.executor().run(&x2).unwrap().to_vec();
+        assert_eq!(&y2[..10], &reference[..]);
+        assert_eq!(&y2[10..], &reference[..]);
+    }
+}
