@@ -42,6 +42,9 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
             head.join(" ")
         ))
     })?;
+    if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Bmp | ImageFormat::WebP) {
+        return Err(Error::Image(format!("unsupported image format {format:?} (supported: JPEG, PNG, BMP, WebP)")));
+    }
     if format == ImageFormat::Jpeg {
         match jpeg::scan(bytes) {
             jpeg::Scan::Complete(_) => {}
