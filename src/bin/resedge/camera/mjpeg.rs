@@ -56,6 +56,14 @@ impl<R: Read + Send> MjpegReader<R> {
         Ok(n > 0)
     }
 
+    fn hint(&self) -> &'static str {
+        if self.frames == 0 {
+            " (is it an MJPEG stream?)"
+        } else {
+            ""
+        }
+    }
+
     /// Gives up the frame at the start of the buffer: skips its SOI and resynchronizes on the next one.
     fn abandon_frame(&mut self) {
         self.buf.drain(..2);
@@ -97,9 +105,10 @@ impl<R: Read + Send> FrameSource for MjpegReader<R> {
                 skipped += self.skip_to_soi();
                 if self.in_frame && skipped > 0 {
                     return Err(SourceError::Corrupt(format!(
-                        "{skipped} bytes of non-JPEG data before frame {} in {}",
+                        "{skipped} bytes of non-JPEG data before frame {} in {}{}",
                         self.frames + 1,
-                        self.name
+                        self.name,
+                        self.hint()
                     )));
                 }
             }
@@ -141,7 +150,7 @@ impl<R: Read + Send> FrameSource for MjpegReader<R> {
                     return Err(SourceError::Corrupt(format!(
                         "{} ended with {garbage} bytes that are not a JPEG{}",
                         self.name,
-                        if self.frames == 0 { " (is it an MJPEG stream?)" } else { "" }
+                        self.hint()
                     )));
                 }
                 return Ok(None);
@@ -182,8 +191,13 @@ mod tests {
     fn splits_concatenated_jpegs_exactly() {
         // Frames larger than one read chunk included.
         let big = {
-            let img =
-                image::RgbImage::from_fn(400, 300, |x, y| image::Rgb([(x ^ y) as u8, (x * 7) as u8, (y * 3) as u8]));
+            // Noise compresses badly: well over one read chunk.
+            let noise = |x: u32, y: u32, k: u32| {
+                (x.wrapping_mul(2_654_435_761) ^ y.wrapping_mul(40_503 + k)).rotate_left(k) as u8
+            };
+            let img = image::RgbImage::from_fn(400, 300, |x, y| {
+                image::Rgb([noise(x, y, 3), noise(x, y, 11), noise(x, y, 17)])
+            });
             let mut out = std::io::Cursor::new(Vec::new());
             image::DynamicImage::ImageRgb8(img).write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
             out.into_inner()
@@ -213,8 +227,15 @@ mod tests {
         assert!(matches!(&got[2], Err(SourceError::Corrupt(_))), "{got:?}");
         assert_eq!(got[3].as_ref().unwrap(), &b);
 
-        // A frame cut short and followed by a whole one: the broken one is corrupt, the next one is kept.
+        // A frame cut short and followed by a whole one: the broken one is corrupt (cut in its headers here, so
+        // the segment walk lands inside the next frame), the next one is kept.
         let spliced = [a[..a.len() / 2].to_vec(), b.clone()].concat();
+        let got = events(spliced);
+        assert!(matches!(&got[0], Err(SourceError::Corrupt(m)) if m.contains("frame 1")), "{got:?}");
+        assert_eq!(got[1].as_ref().unwrap(), &b);
+        assert_eq!(got.len(), 2);
+        // Cut inside the entropy-coded data instead: the next SOI ends it.
+        let spliced = [a[..a.len() - 20].to_vec(), b.clone()].concat();
         let got = events(spliced);
         assert!(matches!(&got[0], Err(SourceError::Corrupt(m)) if m.contains("start-of-image")), "{got:?}");
         assert_eq!(got[1].as_ref().unwrap(), &b);

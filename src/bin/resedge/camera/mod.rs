@@ -363,7 +363,7 @@ pub fn camera(args: &CameraArgs) -> Result<bool> {
         };
         let elapsed = started.elapsed().as_secs_f64();
         let fps = if elapsed > 0.0 { processed as f64 / elapsed } else { 0.0 };
-        let med = |v: &[f64]| median(v).unwrap_or(f64::NAN);
+        let med = |v: &[f64]| median(v).map_or_else(|| "-".into(), |m| format!("{m:.2}"));
         if args.json {
             let summary = serde_json::json!({"summary": {
                 "source": description, "ending": ending.describe(), "frames": processed, "captured": captured,
@@ -376,7 +376,7 @@ pub fn camera(args: &CameraArgs) -> Result<bool> {
             writeln!(
                 out,
                 "summary: {processed} frames in {elapsed:.2} s ({fps:.1} fps), {captured} captured, {dropped} dropped, {} corrupt; \
-                 median decode {:.2} ms, preprocess {:.2} ms, inference {:.2} ms, capture-to-result {:.2} ms; {}",
+                 median decode {} ms, preprocess {} ms, inference {} ms, capture-to-result {} ms; {}",
                 stats.corrupt,
                 med(&stats.decode),
                 med(&stats.preprocess),
