@@ -33,6 +33,11 @@ pub const MAX_DECODE_BYTES: u64 = 512 << 20;
 /// Decodes an image file's bytes (JPEG, PNG, BMP or WebP, recognised by content) and applies its EXIF
 /// orientation. Errors name the problem: unknown format, truncated or corrupt data, oversized image.
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
+    decode_with_limit(bytes, MAX_DECODE_BYTES)
+}
+
+/// [`decode`] with a smaller allocation budget (fuzzing, small boards).
+pub fn decode_with_limit(bytes: &[u8], max_bytes: u64) -> Result<DynamicImage> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     let format = reader.format().ok_or_else(|| {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -61,7 +66,7 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);
     limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits.max_alloc = Some(max_bytes);
     let mut reader = reader;
     reader.limits(limits.clone());
     let mut decoder = reader.into_decoder().map_err(what)?;
