@@ -196,6 +196,12 @@ fn camera_stream_cut_mid_frame_exits_3_with_a_message() {
     assert!(err.contains("stdin ended in the middle of frame 4"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(text(&o.stdout).contains("source failed"));
+    // stdin cannot come back: --reconnect does not help, and says so.
+    let mut stream: Vec<u8> = jpeg(1);
+    stream.extend_from_slice(&last[..last.len() / 2]);
+    let o = resedge_with_stdin(&["camera", CIFAR_MODEL, "--stdin-mjpeg", "--reconnect"], stream);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("cannot be reopened"), "{}", text(&o.stderr));
 }
 
 #[test]

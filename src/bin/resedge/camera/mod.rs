@@ -153,7 +153,7 @@ fn capture(mut source: Box<dyn FrameSource>, shared: &Shared, reconnect: bool) {
             }
             Err(e @ SourceError::Lost(_)) => {
                 shared.push(Event::Error(e));
-                if !reconnect {
+                if !reconnect || !source.can_reconnect() {
                     return;
                 }
                 shared.push(Event::Reconnecting);
@@ -168,16 +168,11 @@ fn capture(mut source: Box<dyn FrameSource>, shared: &Shared, reconnect: bool) {
                             shared.push(Event::Reconnected(source.describe()));
                             break;
                         }
-                        // A source that can never come back (stdin) ends instead of retrying forever.
-                        Err(e) if e == last_error || !source.is_live() => {
-                            if e != last_error {
-                                shared.push(Event::Error(SourceError::Lost(e)));
-                            }
-                        }
-                        Err(e) => {
-                            eprintln!("reconnect: {e}; retrying every second");
+                        Err(e) if e != last_error => {
+                            eprintln!("reconnect failed: {e}; retrying every second");
                             last_error = e;
                         }
+                        Err(_) => {}
                     }
                 }
             }
@@ -242,6 +237,7 @@ pub fn camera(args: &CameraArgs) -> Result<bool> {
     with_classifier(&model, |clf| {
         let source = open_source(args)?;
         let description = source.describe();
+        let can_reconnect = source.can_reconnect();
         eprintln!("camera: {description} -> {} ({})", model.name, args.model.display());
         let shared =
             Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new(), stop: AtomicBool::new(false) });
@@ -342,14 +338,14 @@ pub fn camera(args: &CameraArgs) -> Result<bool> {
                 Some(Event::Error(e)) => {
                     let corrupt = matches!(e, SourceError::Corrupt(_));
                     stats.corrupt += u64::from(corrupt);
-                    let action = match (args.reconnect, corrupt) {
-                        (true, true) => "skipped",
-                        (true, false) => "will reconnect",
-                        (false, _) => "stopping (use --reconnect to skip or reopen)",
+                    let action = match (args.reconnect, corrupt, can_reconnect) {
+                        (true, true, _) => "skipped",
+                        (true, false, true) => "will reconnect",
+                        (true, false, false) => "it cannot be reopened; stopping",
+                        (false, _, _) => "stopping (use --reconnect to skip or reopen)",
                     };
                     eprintln!("{e} ({description}); {action}");
-                    // A lost stdin cannot be reopened: the capture thread has ended.
-                    if !args.reconnect || (!corrupt && args.stdin_mjpeg) {
+                    if !args.reconnect || (!corrupt && !can_reconnect) {
                         break Ending::SourceFailed;
                     }
                 }

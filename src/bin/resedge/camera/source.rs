@@ -64,6 +64,10 @@ pub trait FrameSource: Send {
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
     /// Whether frames arrive in real time, so stale ones must be dropped, rather than on request.
     fn is_live(&self) -> bool;
+    /// Whether [`FrameSource::reconnect`] can work (a device can come back; stdin cannot).
+    fn can_reconnect(&self) -> bool {
+        false
+    }
     /// Reopens the source after [`SourceError::Lost`].
     fn reconnect(&mut self) -> Result<(), String> {
         Err(format!("{} cannot be reopened", self.describe()))

@@ -158,6 +158,10 @@ mod device {
             }
         }
 
+        fn can_reconnect(&self) -> bool {
+            true
+        }
+
         fn reconnect(&mut self) -> Result<(), String> {
             let (device, stream, format) = open(&self.path, self.size, self.fps).map_err(|e| format!("{e:#}"))?;
             self.stream = stream;
