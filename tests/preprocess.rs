@@ -108,6 +108,18 @@ fn lossless_formats_decode_exactly() {
     assert_eq!((jpeg.width(), jpeg.height()), (33, 21));
 }
 
+#[test]
+fn progressive_jpeg_frames_and_decodes() {
+    // Several scans (SOS segments) with Huffman tables between them.
+    let bytes = std::fs::read("tests/fixtures/progressive.jpg").unwrap();
+    assert!(bytes.windows(2).filter(|w| *w == [0xFF, 0xDA]).count() > 1, "fixture should be progressive");
+    assert_eq!(resedge::preprocess::jpeg::scan(&bytes), resedge::preprocess::jpeg::Scan::Complete(bytes.len()));
+    let img = decode(&bytes).unwrap();
+    assert_eq!((img.width(), img.height()), (23, 17));
+    let e = decode(&bytes[..bytes.len() * 2 / 3]).unwrap_err().to_string();
+    assert!(e.contains("truncated JPEG"), "{e}");
+}
+
 /// A JPEG whose APP1 segment says EXIF orientation `value`.
 fn jpeg_with_orientation(img: &DynamicImage, value: u16) -> Vec<u8> {
     let jpeg = encode(img, ImageFormat::Jpeg);

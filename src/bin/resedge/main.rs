@@ -126,6 +126,9 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
     if let Some(p) = &model.preprocess {
         writeln!(out, "preprocess: resize {} crop {:?} mean {:?} std {:?}", p.resize, p.crop, p.mean, p.std)?;
     }
+    if let (Some(first), Some(last)) = (model.labels.first(), model.labels.last()) {
+        writeln!(out, "labels: {} ({first} ... {last})", model.labels.len())?;
+    }
     writeln!(
         out,
         "\n{:<28} {:<14} {:<28} {:<5} {:<18} {:>10} {:>12}",

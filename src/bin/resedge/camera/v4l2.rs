@@ -211,6 +211,29 @@ mod tests {
     }
 
     #[test]
+    fn ffmpeg_frames_as_v4l2_buffers() {
+        // ffmpeg's testsrc2 frame as a YUYV buffer, converted by us and by ffmpeg (swscale): two independent
+        // BT.601 decoders that round differently, so a few levels apart at most.
+        let yuyv = include_bytes!("../../../../tests/fixtures/testsrc2-64x48.yuyv");
+        let ffmpeg_rgb = include_bytes!("../../../../tests/fixtures/testsrc2-64x48.rgb");
+        let format = Format { fourcc: Fourcc::Yuyv, width: 64, height: 48, stride: 128 };
+        let ours = frame_from_buffer(&format, yuyv, 1).unwrap().decode().unwrap().to_rgb8();
+        let diff: Vec<i32> =
+            ours.as_raw().iter().zip(ffmpeg_rgb).map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs()).collect();
+        let mean = diff.iter().sum::<i32>() as f64 / diff.len() as f64;
+        assert!(*diff.iter().max().unwrap() <= 4 && mean < 1.5, "max {:?} mean {mean}", diff.iter().max());
+        // The same frame as an MJPEG buffer decodes to nearly the same picture.
+        let mjpg = include_bytes!("../../../../tests/fixtures/testsrc2-64x48.mjpg");
+        let format = Format { fourcc: Fourcc::Mjpg, width: 64, height: 48, stride: 0 };
+        let decoded = frame_from_buffer(&format, mjpg, 2).unwrap().decode().unwrap().to_rgb8();
+        assert_eq!(decoded.dimensions(), (64, 48));
+        let mean =
+            decoded.as_raw().iter().zip(ffmpeg_rgb).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum::<f64>()
+                / ffmpeg_rgb.len() as f64;
+        assert!(mean < 12.0, "MJPEG frame far from the YUYV one: mean difference {mean}");
+    }
+
+    #[test]
     fn fourcc_codes_round_trip() {
         for f in [Fourcc::Mjpg, Fourcc::Yuyv] {
             assert_eq!(Fourcc::from_code(f.code()), Some(f));
