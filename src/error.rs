@@ -39,6 +39,9 @@ pub enum Error {
     /// An architecture description (zoo) is invalid or unknown.
     #[error("architecture: {0}")]
     Arch(String),
+    /// An image could not be decoded or preprocessed (feature `image`).
+    #[error("image: {0}")]
+    Image(String),
     /// An I/O error (std only).
     #[cfg(feature = "std")]
     #[error("{0}")]

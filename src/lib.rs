@@ -7,7 +7,9 @@
 //! |---|---|
 //! | (none)  | `no_std` + `alloc` core: load from a byte slice, plan, run f32 and int8 |
 //! | `std`   | mmap loading, the model zoo (TOML architecture specs, seeded random weights), env overrides |
-//! | `cli`   | the `resedge` binary (zoo, inspect, run, bench) |
+//! | `image` | [`preprocess`]: decode JPEG / PNG / BMP / WebP and preprocess images into the input tensor |
+//! | `cli`   | the `resedge` binary (zoo, inspect, run, bench, classify, camera) |
+//! | `camera`| the V4L2 frame source of `resedge camera` (Linux, libclang to build) |
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -24,5 +26,7 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use graph::{Graph, Model};
 pub use plan::{Executor, Plan, PlanOptions};
+#[cfg(feature = "image")]
+pub mod preprocess;
 #[cfg(feature = "std")]
 pub mod zoo;

@@ -717,6 +717,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Input(_) => "Input",
         Error::NoKernel { .. } => "NoKernel",
         Error::Arch(_) => "Arch",
+        Error::Image(_) => "Image",
         Error::Io(_) => "Io",
     }
 }

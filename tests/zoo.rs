@@ -61,3 +61,22 @@ fn folded_equals_unfolded_and_int8_tracks_f32() {
         assert!(cos > 0.97, "{name}: int8 vs f32 cosine {cos}: {a:?} {c:?}");
     }
 }
+
+#[test]
+fn zoo_nets_carry_their_dataset_preprocessing_and_labels() {
+    let imagenet = zoo::build(&zoo::arch("resnet18").unwrap(), 0).unwrap();
+    let p = imagenet.preprocess.as_ref().unwrap();
+    assert_eq!((p.resize, p.crop), (256, [224, 224]));
+    assert_eq!((p.mean, p.std), ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]));
+    assert_eq!(imagenet.labels.len(), 1000);
+    // Spot checks against the ILSVRC-2012 order (../shared/data/photos/README.md uses these indices).
+    for (i, name) in [(0, "tench"), (281, "tabby"), (652, "military uniform"), (872, "tripod"), (967, "espresso")] {
+        assert!(imagenet.labels[i].starts_with(name), "{i}: {}", imagenet.labels[i]);
+    }
+    assert_eq!(imagenet.labels[999], "toilet tissue, toilet paper, bathroom tissue");
+
+    let int8 = zoo::build_int8(&zoo::arch("resnet20").unwrap(), 0, ActivationScheme::AsymmetricI8).unwrap();
+    assert_eq!(int8.preprocess.as_ref().unwrap().crop, [32, 32]);
+    let cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+    assert_eq!(int8.labels, cifar);
+}

@@ -247,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn entropy_and_mse_clip_rare_outliers_but_not_the_bulk() {
+    fn entropy_clips_rare_outliers_and_mse_keeps_the_bulk() {
         // A Gaussian-ish bulk within ±3 and a few far outliers at 60.
         let mut state = 1u64;
         let mut v: Vec<f32> = (0..200_000)
@@ -262,9 +262,12 @@ mod tests {
             .collect();
         v.extend([60.0, -60.0, 59.0]);
         let h = hist_of(&v);
-        for (name, t) in [("entropy", h.entropy(128)), ("mse", h.mse(128))] {
-            assert!((2.0..20.0).contains(&t), "{name}: threshold {t}");
-        }
+        let t = h.entropy(128);
+        assert!((2.0..20.0).contains(&t), "entropy: threshold {t}");
+        // MSE weighs each outlier's squared clipping error: with outliers at 60 it keeps most of the
+        // range, but never clips the bulk.
+        let t = h.mse(128);
+        assert!((5.0..60.0).contains(&t), "mse: threshold {t}");
         // Without outliers, MSE keeps nearly the whole (bounded) range of a uniform distribution.
         let u: Vec<f32> = (0..100_000).map(|i| i as f32 / 100_000.0).collect();
         let t = hist_of(&u).mse(255);

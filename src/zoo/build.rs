@@ -185,7 +185,7 @@ pub fn build(arch: &Arch, seed: u64) -> Result<Model<'static>> {
         },
         tensors: b.tensors,
         preprocess: Some(preprocess),
-        labels: Vec::new(),
+        labels: super::labels(arch.family, arch.classes),
     })
 }
 

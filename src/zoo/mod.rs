@@ -127,3 +127,19 @@ pub fn arch(name: &str) -> Result<Arch> {
         Error::Arch(format!("unknown architecture `{name}` (known: {})", names.join(", ")))
     })
 }
+
+/// ImageNet-1k class names in the standard (ILSVRC-2012, torchvision) order, one per line.
+pub const IMAGENET1K_LABELS: &str = include_str!("../../models/labels/imagenet1k.txt");
+/// CIFAR-10 class names in the dataset's order, one per line.
+pub const CIFAR10_LABELS: &str = include_str!("../../models/labels/cifar10.txt");
+
+/// The class names a zoo net of `family` with `classes` outputs is labelled with: ImageNet-1k for 1000
+/// ImageNet classes, CIFAR-10 for 10 CIFAR classes, none otherwise.
+pub fn labels(family: Family, classes: usize) -> Vec<String> {
+    let list = match (family, classes) {
+        (Family::Imagenet, 1000) => IMAGENET1K_LABELS,
+        (Family::Cifar, 10) => CIFAR10_LABELS,
+        _ => return Vec::new(),
+    };
+    list.lines().map(str::to_owned).collect()
+}

@@ -47,3 +47,17 @@ impl Rng {
         (0..len).map(|_| self.uniform(lo as f64, hi as f64) as f32).collect()
     }
 }
+
+/// A file of the shared fixtures (`../shared/data`, or `$RESEDGE_SHARED/data`); asserts it exists.
+pub fn shared_data(rel: &str) -> std::path::PathBuf {
+    let root = std::env::var_os("RESEDGE_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let p = root.join("data").join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing (the tests need ../shared beside the repository, or RESEDGE_SHARED)",
+        p.display()
+    );
+    p
+}

@@ -1,6 +1,10 @@
-//! `resedge`: the command-line tool. `zoo`, `inspect`, `run` and `bench`; see `resedge --help`.
+//! `resedge`: the command-line tool. `zoo`, `inspect`, `run`, `bench`, `classify` and `camera`; see
+//! `resedge --help`.
 
 mod bench;
+mod camera;
+mod classify;
+mod predict;
 mod source;
 
 use anyhow::{Context, Result};
@@ -37,27 +41,43 @@ enum Cmd {
     },
     /// Measure latency: min / median / p90 / p99 / max, images/s, memory, per-layer profile.
     Bench(bench::BenchArgs),
+    /// Classify image files: top-k labels and probabilities, decode / preprocess / inference times.
+    Classify(classify::ClassifyArgs),
+    /// Classify a live stream: V4L2 camera, MJPEG on stdin, or a directory of images.
+    Camera(camera::CameraArgs),
 }
 
-fn main() -> Result<()> {
+/// Exit status of a command that ran but did not fully succeed (an image failed, a camera source was lost);
+/// errors that stop a command exit with 1.
+const EXIT_PARTIAL: u8 = camera::EXIT_SOURCE_FAILED;
+
+fn main() -> std::process::ExitCode {
     match dispatch() {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(EXIT_PARTIAL),
         // `resedge zoo | head` closes the pipe early: that is not an error.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => {
-            Ok(())
+            std::process::ExitCode::SUCCESS
         }
-        other => other,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
-fn dispatch() -> Result<()> {
+/// Runs the command; `Ok(false)` when it finished but something it was asked to do failed.
+fn dispatch() -> Result<bool> {
     let cli = Cli::parse();
     let level = if cli.verbose { "info" } else { "warn" };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     match cli.cmd {
-        Cmd::Zoo => zoo(),
-        Cmd::Inspect(args) => args.with_model(|model| inspect(model, &args)),
-        Cmd::Run { model, input, output } => run(&model, &input, &output),
-        Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Zoo => zoo().map(|()| true),
+        Cmd::Inspect(args) => args.with_model(|model| inspect(model, &args)).map(|()| true),
+        Cmd::Run { model, input, output } => run(&model, &input, &output).map(|()| true),
+        Cmd::Bench(args) => bench::bench(&args).map(|()| true),
+        Cmd::Classify(args) => classify::classify(&args),
+        Cmd::Camera(args) => camera::camera(&args),
     }
 }
 
@@ -105,6 +125,9 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
     writeln!(out, "model {} ({}), input {:?}", model.name, args.describe(model), plan.input_value().shape)?;
     if let Some(p) = &model.preprocess {
         writeln!(out, "preprocess: resize {} crop {:?} mean {:?} std {:?}", p.resize, p.crop, p.mean, p.std)?;
+    }
+    if let (Some(first), Some(last)) = (model.labels.first(), model.labels.last()) {
+        writeln!(out, "labels: {} ({first} ... {last})", model.labels.len())?;
     }
     writeln!(
         out,
