@@ -179,18 +179,28 @@ pub struct Operands<'t, T> {
     pub k_blocks: usize,
 }
 
+/// How a kernel wants its activations packed.
+pub struct Packing<T> {
+    /// k block size.
+    pub kb: usize,
+    /// Value of taps in the padding (the input zero point in int8, 0 in f32).
+    pub pad: T,
+    /// [`interleave`] or an ISA's faster equivalent (unused for kb = 1).
+    pub interleave: fn(&[T], usize, usize, &mut [T]),
+}
+
 /// Runs a packed convolution: for every image, group and pixel block, gathers (and for kb > 1
 /// interleaves) the activations into `scratch` ([`scratch_len`]), then calls `tile` for each 8x8 tile with
 /// its operands. `wpack` comes from [`pack_weights`] with the same `kb`.
 pub fn for_each_tile<T: Copy>(
     g: &ConvGeom,
-    kb: usize,
-    pad: T,
+    packing: &Packing<T>,
     x: &[T],
     wpack: &[T],
     scratch: &mut [T],
     mut tile: impl FnMut(&Tile, &Operands<'_, T>),
 ) {
+    let (kb, pad) = (packing.kb, packing.pad);
     let (kp, pb, tiles) = (k_padded(g, kb), block_pixels(g, kb), oc_tiles(g));
     let (ocg, hw) = (g.c_out / g.groups, g.h_out * g.w_out);
     debug_assert!(scratch.len() >= scratch_len(g, kb));
@@ -204,7 +214,7 @@ pub fn for_each_tile<T: Copy>(
                 let (xs, stride): (&[T], usize) = if kb == 1 {
                     (rows, pb)
                 } else {
-                    interleave(rows, kp, kb, &mut panel[..kp * pb]);
+                    (packing.interleave)(rows, kp, kb, &mut panel[..kp * pb]);
                     (panel, TILE * kb)
                 };
                 for t in 0..tiles {
@@ -265,7 +275,9 @@ mod tests {
             let x: Vec<i32> = (0..g.input_len() as i32).map(|v| v + 1).collect();
             let mut scratch = vec![0; scratch_len(&g, kb)];
             let mut seen = 0;
-            for_each_tile(&g, kb, -1, &x, &pack_weights(&g, &vec![0; g.c_out * g.k()], kb), &mut scratch, |t, o| {
+            let packing = Packing { kb, pad: -1, interleave: interleave::<i32> };
+            let w = pack_weights(&g, &vec![0; g.c_out * g.k()], kb);
+            for_each_tile(&g, &packing, &x, &w, &mut scratch, |t, o| {
                 for px in 0..t.npx {
                     let p = t.p0 + px;
                     let (oy, ox) = (p / g.w_out, p % g.w_out);

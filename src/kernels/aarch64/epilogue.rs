@@ -2,7 +2,8 @@
 //! NCHW outputs. int8 follows spec 7.1 exactly: bias, requantization in 64 bits (11.3), residual requantized
 //! separately and added with saturation, zero point, clamp.
 
-use crate::kernels::im2col::{for_each_tile, Operands, Tile, TILE};
+use super::pack::interleave_i8;
+use crate::kernels::im2col::{for_each_tile, Operands, Packing, Tile, TILE};
 use crate::kernels::{ConvGeom, F32ConvParams, QConvParams};
 use core::arch::aarch64::*;
 
@@ -89,7 +90,8 @@ pub fn run_q(
     kb: usize,
     micro: impl Fn(&Operands<'_, i8>, &mut QAcc),
 ) {
-    for_each_tile(g, kb, p.x_zero_point as i8, x, p.packed_weight, scratch, |t, ops| {
+    let packing = Packing { kb, pad: p.x_zero_point as i8, interleave: interleave_i8 };
+    for_each_tile(g, &packing, x, p.packed_weight, scratch, |t, ops| {
         let mut acc = [[0; TILE]; TILE];
         micro(ops, &mut acc);
         store_q(g, p, t, &acc, res, y);

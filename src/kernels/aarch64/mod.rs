@@ -14,6 +14,7 @@ mod epilogue;
 mod neon;
 mod neondot;
 mod neoni8mm;
+mod pack;
 
 pub use neon::{F32_CONV_NEON, QS8_CONV_NEON};
 pub use neondot::QS8_CONV_NEONDOT;

@@ -3,7 +3,9 @@
 //! are raw int8: 2 * 128 * 127 = 32512 (spec 2, 11.3).
 
 use super::epilogue::{run_q, store_f32, FAcc, QAcc};
-use crate::kernels::im2col::{for_each_tile, k_padded, pack_qbias, pack_weights, scratch_len, Operands, TILE};
+use crate::kernels::im2col::{
+    for_each_tile, interleave, k_padded, pack_qbias, pack_weights, scratch_len, Operands, Packing, TILE,
+};
 use crate::kernels::registry::{F32Conv, QConv};
 use crate::kernels::{ConvGeom, F32ConvParams, QConvParams, QPacked};
 use core::arch::aarch64::*;
@@ -18,7 +20,8 @@ fn f32_conv(g: &ConvGeom, p: &F32ConvParams<'_>, x: &[f32], r: Option<&[f32]>, y
 
 #[target_feature(enable = "neon")]
 fn f32_conv_neon(g: &ConvGeom, p: &F32ConvParams<'_>, x: &[f32], r: Option<&[f32]>, y: &mut [f32], s: &mut [f32]) {
-    for_each_tile(g, 1, 0.0, x, p.packed, s, |t, ops| {
+    let packing = Packing { kb: 1, pad: 0.0, interleave: interleave::<f32> };
+    for_each_tile(g, &packing, x, p.packed, s, |t, ops| {
         let mut acc = [[0.0; TILE]; TILE];
         f32_micro(ops, &mut acc);
         store_f32(g, p, t, &acc, r, y);
