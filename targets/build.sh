@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a stripped release of the resedge CLI for one board profile (targets/<board>.toml).
-#   targets/build.sh pi5            -> target/<triple>/board/resedge, prints its size
+#   targets/build.sh pi5            -> target/boards/pi5/resedge, prints its size
 # Needs the cross linker named in .cargo/config.toml (Debian: gcc-aarch64-linux-gnu / gcc-arm-linux-gnueabihf)
 # and `rustup target add <triple>`. The quantizer is not built (host tool).
 set -euo pipefail
@@ -16,5 +16,8 @@ echo "board $(field board): $triple, target-cpu $cpu, kernel tier $(field kernel
 # still pick their tier at run time (RESEDGE_ISA overrides).
 RUSTFLAGS="-C target-cpu=$cpu ${RUSTFLAGS:-}" \
     cargo build --profile board --target "$triple" -p resedge --bin resedge
-bin=target/$triple/board/resedge
+# Boards share a triple (and cargo's output path): keep one copy per board.
+mkdir -p "target/boards/$board"
+bin=target/boards/$board/resedge
+cp "target/$triple/board/resedge" "$bin"
 ls -l "$bin" | awk -v b="$bin" '{ printf "%s: %d bytes (%.2f MiB), stripped\n", b, $5, $5 / 1048576 }'

@@ -41,6 +41,10 @@ fn load8(src: &[i8]) -> int8x8_t {
 #[inline]
 #[target_feature(enable = "neon")]
 fn store8(dst: &mut [i8], v: int8x8_t) {
+    if dst.len() == TILE {
+        // SAFETY: `dst` has room for 8 bytes.
+        return unsafe { vst1_s8(dst.as_mut_ptr(), v) };
+    }
     let mut b = [0i8; TILE];
     // SAFETY: `b` has room for 8 bytes.
     unsafe { vst1_s8(b.as_mut_ptr(), v) };
