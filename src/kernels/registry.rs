@@ -139,6 +139,8 @@ kernels! {
     qs8_conv2d_requant_8x8c8_neoni8mm: NeonI8mm, QConv(super::aarch64::QS8_CONV_NEONI8MM);
     f32_maxpool_scalar: Scalar, F32MaxPool(generic::f32_maxpool_scalar);
     qs8_maxpool_scalar: Scalar, QMaxPool(generic::qs8_maxpool_scalar);
+    #[cfg(target_arch = "aarch64")]
+    qs8_maxpool_3x3s2_neon: Neon, QMaxPool(super::aarch64::qs8_maxpool);
     f32_avgpool_scalar: Scalar, F32AvgPool(generic::f32_avgpool_scalar);
     qs8_avgpool_requant_scalar: Scalar, QAvgPool(generic::qs8_avgpool_scalar);
     f32_gap_scalar: Scalar, F32Gap(generic::f32_gap_scalar);
