@@ -34,15 +34,18 @@ fn block_pixels(g: &ConvGeom, kb: usize) -> usize {
     hw.min(fit.max(TILE))
 }
 
-/// Scratch elements a kernel with k-block `kb` needs: the gathered rows, plus the interleaved panel
-/// when `kb > 1`.
+/// Columns of one padded input row: every column a window reads, in padded coordinates (input column
+/// `ix` sits at `ix + pad_l`).
+fn padded_row_len(g: &ConvGeom) -> usize {
+    let reach = (g.w_out.max(1) - 1) * g.stride_w + (g.kw - 1) * g.dil_w + 1;
+    reach.max(g.pad_l + g.w_in)
+}
+
+/// Scratch elements a kernel with k-block `kb` needs: the gathered rows, the interleaved panel when
+/// `kb > 1`, and one padded input row.
 pub fn scratch_len(g: &ConvGeom, kb: usize) -> usize {
     let rows = k_padded(g, kb) * block_pixels(g, kb);
-    if kb == 1 {
-        rows
-    } else {
-        2 * rows
-    }
+    rows * if kb == 1 { 1 } else { 2 } + padded_row_len(g)
 }
 
 /// Packs OIHW weights as `[group][oc tile][k / kb][8 oc][kb]`, zero padded to `k_padded` and to 8
@@ -79,58 +82,48 @@ pub fn pack_qbias(g: &ConvGeom, w: &[i8], bias: &[i32], x_zp: i32) -> Vec<i32> {
     out
 }
 
-/// First and one-past-last output column whose input column at kernel column `kx` lies inside the input.
-fn valid_cols(g: &ConvGeom, kx: usize) -> (usize, usize) {
-    let off = kx * g.dil_w;
-    let lo = g.pad_l.saturating_sub(off).div_ceil(g.stride_w);
-    let hi = (g.w_in + g.pad_l).saturating_sub(off).div_ceil(g.stride_w).min(g.w_out);
-    (lo.min(hi), hi)
-}
-
 /// Gathers rows `[k_pad][pb]` (`pb = rows.len() / k_pad`) for pixels `p0..p0 + npx` of image `n`, group
 /// `grp`: `rows[k * pb + i]` = the input tap of reduction index k for pixel `p0 + i`. Taps in the padding,
 /// rows past the reduction length and pixels past `npx` are `pad` (the zero point in int8, 0 in f32).
+/// `prow` ([`padded_row_len`] elements) holds one input row with its padding, so every kernel column is a
+/// plain (strided) copy from it.
 #[allow(clippy::too_many_arguments)]
 pub fn gather<T: Copy>(
     g: &ConvGeom,
     x: &[T],
-    n: usize,
-    grp: usize,
+    (n, grp): (usize, usize),
     p0: usize,
     npx: usize,
     pad: T,
     k_pad: usize,
     rows: &mut [T],
+    prow: &mut [T],
 ) {
-    let (icg, taps, plane) = (g.c_in / g.groups, g.kh * g.kw, g.h_in * g.w_in);
-    let pb = rows.len() / k_pad;
-    let k = g.k();
-    for kk in 0..k {
-        let (ic, ky, kx) = (kk / taps, kk % taps / g.kw, kk % g.kw);
+    let (icg, plane, pb, k) = (g.c_in / g.groups, g.h_in * g.w_in, rows.len() / k_pad, g.k());
+    debug_assert_eq!(prow.len(), padded_row_len(g));
+    prow.fill(pad);
+    for ic in 0..icg {
         let xc = &x[(n * g.c_in + grp * icg + ic) * plane..][..plane];
-        let row = &mut rows[kk * pb..][..pb];
-        let (lo, hi) = valid_cols(g, kx);
         let (mut oy, mut ox, mut i) = (p0 / g.w_out, p0 % g.w_out, 0);
         while i < npx {
             let run = (g.w_out - ox).min(npx - i);
-            let dst = &mut row[i..i + run];
-            match g.in_y(oy, ky) {
-                None => dst.fill(pad),
-                Some(iy) => {
-                    let a = lo.clamp(ox, ox + run);
-                    let b = hi.clamp(a, ox + run);
-                    dst[..a - ox].fill(pad);
-                    dst[b - ox..].fill(pad);
-                    if a < b {
-                        let src = &xc[iy * g.w_in..][..g.w_in];
-                        let ix0 = a * g.stride_w + kx * g.dil_w - g.pad_l;
-                        let d = &mut dst[a - ox..b - ox];
-                        if g.stride_w == 1 {
-                            d.copy_from_slice(&src[ix0..ix0 + d.len()]);
-                        } else {
-                            for (d, s) in d.iter_mut().zip(src[ix0..].iter().step_by(g.stride_w)) {
-                                *d = *s;
-                            }
+            for ky in 0..g.kh {
+                let k0 = (ic * g.kh + ky) * g.kw;
+                let Some(iy) = g.in_y(oy, ky) else {
+                    for kx in 0..g.kw {
+                        rows[(k0 + kx) * pb + i..][..run].fill(pad);
+                    }
+                    continue;
+                };
+                prow[g.pad_l..g.pad_l + g.w_in].copy_from_slice(&xc[iy * g.w_in..][..g.w_in]);
+                for kx in 0..g.kw {
+                    let src = &prow[ox * g.stride_w + kx * g.dil_w..];
+                    let dst = &mut rows[(k0 + kx) * pb + i..][..run];
+                    if g.stride_w == 1 {
+                        dst.copy_from_slice(&src[..run]);
+                    } else {
+                        for (d, s) in dst.iter_mut().zip(src.iter().step_by(g.stride_w)) {
+                            *d = *s;
                         }
                     }
                 }
@@ -139,7 +132,11 @@ pub fn gather<T: Copy>(
             ox = 0;
             oy += 1;
         }
-        row[npx..].fill(pad);
+    }
+    if npx < pb {
+        for row in rows[..k * pb].chunks_exact_mut(pb) {
+            row[npx..].fill(pad);
+        }
     }
     rows[k * pb..].fill(pad);
 }
@@ -205,16 +202,18 @@ pub fn for_each_tile<T: Copy>(
     let (ocg, hw) = (g.c_out / g.groups, g.h_out * g.w_out);
     debug_assert!(scratch.len() >= scratch_len(g, kb));
     debug_assert_eq!(wpack.len(), g.groups * tiles * TILE * kp);
-    let (rows, panel) = scratch.split_at_mut(kp * pb);
+    let (rows, rest) = scratch.split_at_mut(kp * pb);
+    let (panel, prow) = rest.split_at_mut(if kb == 1 { 0 } else { kp * pb });
+    let prow = &mut prow[..padded_row_len(g)];
     for n in 0..g.n {
         for grp in 0..g.groups {
             for p0 in (0..hw).step_by(pb) {
                 let npx = pb.min(hw - p0);
-                gather(g, x, n, grp, p0, npx, pad, kp, rows);
+                gather(g, x, (n, grp), p0, npx, pad, kp, rows, prow);
                 let (xs, stride): (&[T], usize) = if kb == 1 {
                     (rows, pb)
                 } else {
-                    (packing.interleave)(rows, kp, kb, &mut panel[..kp * pb]);
+                    (packing.interleave)(rows, kp, kb, panel);
                     (panel, TILE * kb)
                 };
                 for t in 0..tiles {
