@@ -27,20 +27,26 @@ tests=(--lib --test kernels --test bitexact --test hostile --test no_alloc --tes
 a64=(-p resedge --target aarch64-unknown-linux-gnu)
 step "aarch64 test binaries (built once, run under three CPU models)"
 cargo test "${a64[@]}" "${tests[@]}" --no-run
-log=$(mktemp)
-for cpu in cortex-a53 cortex-a76 max; do
-    step "tests under qemu-aarch64, QEMU_CPU=$cpu"
-    # kernels prints the tier it detected and the kernels it tests or skips; bitexact prints the hashes.
-    if ! QEMU_CPU=$cpu cargo test "${a64[@]}" --test kernels --test bitexact -- --nocapture >"$log" 2>&1; then
+# The suite for one target and CPU model. kernels prints the tier it detected and the kernels it tests or
+# skips, bitexact prints the logit hashes; the full log is shown only on failure.
+suite() {
+    local cpu=$1 log
+    shift
+    log=$(mktemp)
+    if ! QEMU_CPU=$cpu cargo test "$@" --test kernels --test bitexact -- --nocapture >"$log" 2>&1; then
         tail -n 100 "$log"
         exit 1
     fi
     grep -E '^(kernel tier|tested|skipped|test result)|0x' "$log"
-    QEMU_CPU=$cpu cargo test "${a64[@]}" --lib --test hostile --test no_alloc --test shipped_model --test zoo
+    QEMU_CPU=$cpu cargo test "$@" --lib --test hostile --test no_alloc --test shipped_model --test zoo
+}
+for cpu in cortex-a53 cortex-a76 max; do
+    step "tests under qemu-aarch64, QEMU_CPU=$cpu"
+    suite "$cpu" "${a64[@]}"
 done
 
 step "tests under qemu-arm (armv7, 32-bit Raspberry Pi OS: scalar kernels)"
-QEMU_CPU=cortex-a15 cargo test -p resedge --target armv7-unknown-linux-gnueabihf "${tests[@]}"
+suite cortex-a15 -p resedge --target armv7-unknown-linux-gnueabihf
 
 step "no_std API example under qemu-aarch64 (NEON by target, dotprod and i8mm as passed by the caller)"
 for tier in "" dotprod i8mm; do

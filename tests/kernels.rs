@@ -372,9 +372,11 @@ fn fconv_kernels() -> Vec<(&'static str, F32Conv)> {
 fn kernel_tiers_under_test() {
     let best = Isa::detect();
     println!("kernel tier: detected {}, configured {}", best.name(), Isa::configured().name());
-    for k in registry::KERNELS {
+    let scalar = registry::KERNELS.iter().filter(|k| k.isa == Isa::Scalar).count();
+    println!("tested: {scalar} scalar reference kernels");
+    for k in registry::KERNELS.iter().filter(|k| k.isa != Isa::Scalar) {
         if best.allows(k.isa) {
-            println!("tested: {}", k.name);
+            println!("tested: {} ({})", k.name, k.isa.name());
         } else {
             println!("skipped: {} needs {}", k.name, k.isa.name());
         }
