@@ -2,8 +2,8 @@
 //! Throughput is reported as 2 * MACs operations per iteration.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use resedge::kernels::registry::KERNELS;
-use resedge::kernels::{ConvGeom, KernelFn, QConvParams, Requant};
+use resedge::kernels::registry::available;
+use resedge::kernels::{ConvGeom, F32ConvParams, Isa, KernelFn, QConvParams, Requant};
 
 /// Parses `name c_in h w c_out k stride pad` lines.
 fn shapes() -> Vec<(String, ConvGeom)> {
@@ -51,20 +51,32 @@ fn conv(c: &mut Criterion) {
         let b8 = vec![0i32; geom.c_out];
         let mut y8 = vec![0i8; geom.output_len()];
         let (mult, shift) = ([1 << 30], [40]);
-        let p = QConvParams {
-            x_zero_point: -128,
-            weight: &w8,
-            bias: &b8,
-            requant: Requant { multiplier: &mult, shift: &shift, zero_point: 0, lo: -128, hi: 127 },
-            residual: None,
-        };
-        for k in KERNELS {
+        // Packing happens once outside the timed loop, as the planner does.
+        for k in available(Isa::detect()) {
             match k.func {
-                KernelFn::F32Conv(f) => g.bench_function(format!("{}/{layer}", k.name), |b| {
-                    b.iter(|| f(&geom, &x32, &w32, &b32, None, (0.0, f32::INFINITY), &mut y32))
-                }),
+                KernelFn::F32Conv(f) => {
+                    let packed = (f.pack)(&geom, &w32);
+                    let mut scratch = vec![0.0; (f.scratch)(&geom)];
+                    let p = F32ConvParams { weight: &w32, bias: &b32, packed: &packed, clamp: (0.0, f32::INFINITY) };
+                    g.bench_function(format!("{}/{layer}", k.name), |b| {
+                        b.iter(|| (f.run)(&geom, &p, &x32, None, &mut y32, &mut scratch))
+                    })
+                }
                 KernelFn::QConv(f) => {
-                    g.bench_function(format!("{}/{layer}", k.name), |b| b.iter(|| f(&geom, &p, &x8, None, &mut y8)))
+                    let packed = (f.pack)(&geom, &w8, &b8, -128);
+                    let mut scratch = vec![0; (f.scratch)(&geom)];
+                    let p = QConvParams {
+                        x_zero_point: -128,
+                        weight: &w8,
+                        bias: &b8,
+                        packed_weight: &packed.weight,
+                        packed_bias: &packed.bias,
+                        requant: Requant { multiplier: &mult, shift: &shift, zero_point: 0, lo: -128, hi: 127 },
+                        residual: None,
+                    };
+                    g.bench_function(format!("{}/{layer}", k.name), |b| {
+                        b.iter(|| (f.run)(&geom, &p, &x8, None, &mut y8, &mut scratch))
+                    })
                 }
                 _ => continue,
             };

@@ -21,7 +21,8 @@ use core::ops::{Add, Mul};
 
 use proptest::prelude::*;
 use resedge::kernels::generic::{self, ShortcutGeom};
-use resedge::kernels::{AddParams, ConvGeom, QConvParams, Requant, ResidualRequant};
+use resedge::kernels::registry::{self, F32Conv, QConv as QConvKernel};
+use resedge::kernels::{AddParams, ConvGeom, F32ConvParams, Isa, KernelFn, QConvParams, Requant, ResidualRequant};
 use resedge::quant;
 
 mod common;
@@ -348,7 +349,42 @@ fn qconv_acc(case: &ConvCase, x_zp: i32, x: &[i8], w: &[i8], bias: &[i32]) -> Ve
     conv_ref(case, &wide(x), x_zp as i64, &wide(w), &bias)
 }
 
-/// Runs `qs8_conv2d_scalar` and compares it bit for bit with the exact reference. Returns the number of
+/// Every int8 convolution kernel this CPU runs (the scalar reference among them).
+fn qconv_kernels() -> Vec<(&'static str, QConvKernel)> {
+    let ks = registry::available(Isa::detect()).filter_map(|k| match k.func {
+        KernelFn::QConv(f) => Some((k.name, f)),
+        _ => None,
+    });
+    ks.collect()
+}
+
+/// Every f32 convolution kernel this CPU runs.
+fn fconv_kernels() -> Vec<(&'static str, F32Conv)> {
+    let ks = registry::available(Isa::detect()).filter_map(|k| match k.func {
+        KernelFn::F32Conv(f) => Some((k.name, f)),
+        _ => None,
+    });
+    ks.collect()
+}
+
+/// Names the tier under test and every kernel this CPU cannot run (a missing tier never passes silently).
+#[test]
+fn kernel_tiers_under_test() {
+    let best = Isa::detect();
+    println!("kernel tier: detected {}, configured {}", best.name(), Isa::configured().name());
+    let scalar = registry::KERNELS.iter().filter(|k| k.isa == Isa::Scalar).count();
+    println!("tested: {scalar} scalar reference kernels");
+    for k in registry::KERNELS.iter().filter(|k| k.isa != Isa::Scalar) {
+        if best.allows(k.isa) {
+            println!("tested: {} ({})", k.name, k.isa.name());
+        } else {
+            println!("skipped: {} needs {}", k.name, k.isa.name());
+        }
+    }
+    assert!(qconv_kernels().len() >= 2 || best == Isa::Scalar, "an ISA tier without its int8 convolution");
+}
+
+/// Runs every int8 convolution kernel and compares it bit for bit with the exact reference. Returns the number of
 /// outputs whose exact pre-clamp value lay outside [lo, hi] (saturated).
 fn check_qconv(
     case: &ConvCase,
@@ -372,24 +408,27 @@ fn check_qconv(
     };
     let want: Vec<i8> = (0..acc.len()).map(|i| out_i8(exact(i) - q.zp as i128, q.zp, q.lo, q.hi)).collect();
     let saturated = (0..acc.len()).filter(|&i| !(q.lo as i128..=q.hi as i128).contains(&exact(i))).count();
-    // Start from the complement of the answer so an output the kernel never writes cannot pass.
-    let mut got: Vec<i8> = want.iter().map(|&v| !v).collect();
     let params = QConvParams {
         x_zero_point: q.x_zp,
         weight: w,
         bias,
+        packed_weight: &[],
+        packed_bias: &[],
         requant: Requant { multiplier: &q.multiplier, shift: &q.shift, zero_point: q.zp, lo: q.lo, hi: q.hi },
         residual: q.residual,
     };
-    generic::qs8_conv2d_scalar(g, &params, x, res, &mut got);
-    check_exact(
-        "qs8_conv2d_scalar",
-        &got,
-        &want,
-        case.out_dims(),
-        |i| {
-            let oc = i / p % g.c_out;
-            format!(
+    for (name, kernel) in qconv_kernels() {
+        // Start from the complement of the answer so an output the kernel never writes cannot pass.
+        let mut got: Vec<i8> = want.iter().map(|&v| !v).collect();
+        kernel.call(g, &params, x, res, &mut got);
+        check_exact(
+            name,
+            &got,
+            &want,
+            case.out_dims(),
+            |i| {
+                let oc = i / p % g.c_out;
+                format!(
                 "exact accumulator (bias {} included) {}, channel multiplier/shift {:?}, requantized {}, residual term {}{}",
                 bias[oc],
                 acc[i],
@@ -398,9 +437,10 @@ fn check_qconv(
                 res_term(i),
                 res.map(|r| format!(" (residual input {})", r[i])).unwrap_or_default()
             )
-        },
-        || format!("{}\nint8 parameters {q:?}\nK={}\n{extra}", case.describe(), case.k()),
-    )?;
+            },
+            || format!("{}\nint8 parameters {q:?}\nK={}\n{extra}", case.describe(), case.k()),
+        )?;
+    }
     Ok(saturated)
 }
 
@@ -447,7 +487,7 @@ fn random_qconv(case: &ConvCase, seed: u64, per_channel: bool, residual: bool, c
 // f32 convolution
 // ------------------------------------------------------------------------------------------------
 
-/// Runs `f32_conv2d_scalar` against the f64 im2col reference.
+/// Runs every f32 convolution kernel against the f64 im2col reference.
 #[allow(clippy::too_many_arguments)]
 fn check_fconv(
     case: &ConvCase,
@@ -474,11 +514,15 @@ fn check_fconv(
             *v
         };
     }
-    let mut got = vec![f32::NAN; case.out_len()];
-    generic::f32_conv2d_scalar(g, x, w, bias, res, (lo, hi), &mut got);
-    check_close("f32_conv2d_scalar", &got, &want, case.out_dims(), tol, || {
-        format!("{}\nK={} clamp=({lo}, {hi}) residual={}\n{extra}", case.describe(), case.k(), res.is_some())
-    })
+    let p = F32ConvParams { weight: w, bias, packed: &[], clamp: (lo, hi) };
+    for (name, kernel) in fconv_kernels() {
+        let mut got = vec![f32::NAN; case.out_len()];
+        kernel.call(g, &p, x, res, &mut got);
+        check_close(name, &got, &want, case.out_dims(), tol, || {
+            format!("{}\nK={} clamp=({lo}, {hi}) residual={}\n{extra}", case.describe(), case.k(), res.is_some())
+        })?;
+    }
+    Ok(())
 }
 
 fn random_fconv(case: &ConvCase, seed: u64, residual: bool, clamp: u8) -> Result<(), String> {
@@ -801,6 +845,42 @@ fn maxpool_ref<T: Copy + PartialOrd>(case: &ConvCase, x: &[T], min: T) -> Vec<T>
     out
 }
 
+/// Every int8 max-pool kernel this CPU runs against the padded-copy reference.
+fn check_qmaxpool(case: &ConvCase, seed: u64) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let x = rng.i8s(case.in_len(), -128, 127);
+    let want = maxpool_ref(case, &x, i8::MIN);
+    for k in registry::available(Isa::detect()) {
+        let KernelFn::QMaxPool(f) = k.func else { continue };
+        let mut got: Vec<i8> = want.iter().map(|&v| !v).collect();
+        f(&case.g, &x, &mut got);
+        check_exact(
+            k.name,
+            &got,
+            &want,
+            case.out_dims(),
+            |_| String::new(),
+            || format!("{}\ndata seed {seed}", case.describe()),
+        )?;
+    }
+    Ok(())
+}
+
+/// The ResNet stem's pool (3x3, stride 2) over odd and even sizes and every padding, where SIMD kernels
+/// specialize; random windows rarely hit it.
+#[test]
+fn qs8_maxpool_stem_windows_match_reference() {
+    for (i, &(h, w)) in [(1, 1), (3, 3), (7, 5), (8, 8), (17, 33), (56, 61), (112, 112)].iter().enumerate() {
+        for (t, l, b, r) in [(0, 0, 0, 0), (1, 1, 1, 1), (1, 0, 0, 1), (2, 2, 1, 2), (0, 1, 2, 0)] {
+            if h + t + b < 3 || w + l + r < 3 {
+                continue;
+            }
+            let case = ConvCase::new(2, 3, (1, 1), (h, w), (3, 3), (2, 2), (1, 1), (t, l, b, r));
+            check_qmaxpool(&case, i as u64 * 31 + t as u64).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
 /// (sum over inputs of `f(x)`, number of input taps) for each window of a padded copy.
 fn window_sums<T: Copy>(case: &ConvCase, x: &[T], f: impl Fn(T) -> f64) -> Vec<(f64, usize)> {
     let g = &case.g;
@@ -837,14 +917,7 @@ proptest! {
 
     #[test]
     fn qs8_maxpool_matches_reference(case in pool_case(), seed: u64) {
-        let mut rng = Rng::new(seed);
-        let x = rng.i8s(case.in_len(), -128, 127);
-        let want = maxpool_ref(&case, &x, i8::MIN);
-        let mut got: Vec<i8> = want.iter().map(|&v| !v).collect();
-        generic::qs8_maxpool_scalar(&case.g, &x, &mut got);
-        check_exact("qs8_maxpool_scalar", &got, &want, case.out_dims(), |_| String::new(), || {
-            format!("{}\ndata seed {seed}", case.describe())
-        }).map_err(TestCaseError::fail)?;
+        check_qmaxpool(&case, seed).map_err(TestCaseError::fail)?;
     }
 
     #[test]

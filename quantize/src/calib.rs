@@ -148,7 +148,10 @@ pub fn calibrate(
     method: Method,
     percentile: f64,
 ) -> Result<Ranges> {
-    let plan = Plan::new(model, &PlanOptions { optimize: false, ..Default::default() })?;
+    // Scalar f32 kernels: SIMD sums differ in the last bits, and the int8 file must not depend on the CPU
+    // that calibrated it.
+    let opts = PlanOptions { optimize: false, max_isa: resedge::kernels::Isa::Scalar, ..Default::default() };
+    let plan = Plan::new(model, &opts)?;
     let input_name = plan.values[plan.input].name.clone();
     let names: Vec<String> = plan.steps.iter().map(|s| s.name.clone()).collect();
     // Pass 1: min / max.

@@ -5,7 +5,7 @@ use super::memory::ALIGN;
 use super::{Plan, StepKind, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::QParams;
-use crate::kernels::{QConvParams, Requant};
+use crate::kernels::{F32ConvParams, QConvParams, Requant};
 use core::ops::Range;
 use std::prelude::v1::*;
 
@@ -21,6 +21,28 @@ pub struct Executor<'p, 'a> {
     plan: &'p Plan<'a>,
     arena: Vec<u8>,
     base: usize,
+    scratch: Scratch,
+}
+
+/// Working memory of the packed convolution kernels, sized for the largest step (steps run one at a time).
+#[derive(Default)]
+struct Scratch {
+    q: Vec<i8>,
+    f: Vec<f32>,
+}
+
+impl Scratch {
+    fn for_plan(plan: &Plan<'_>) -> Scratch {
+        let (mut q, mut f) = (0, 0);
+        for s in &plan.steps {
+            match &s.kind {
+                StepKind::Conv { f: k, geom, .. } => f = f.max((k.scratch)(geom)),
+                StepKind::QConv { f: k, geom, .. } => q = q.max((k.scratch)(geom)),
+                _ => {}
+            }
+        }
+        Scratch { q: vec![0; q], f: vec![0.0; f] }
+    }
 }
 
 fn range(v: &Value) -> Range<usize> {
@@ -60,7 +82,7 @@ impl<'p, 'a> Executor<'p, 'a> {
     pub(super) fn new(plan: &'p Plan<'a>) -> Self {
         let arena = vec![0u8; plan.arena_bytes + ALIGN];
         let base = arena.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Executor { plan, arena, base }
+        Executor { plan, arena, base, scratch: Scratch::for_plan(plan) }
     }
 
     /// The plan this executor runs.
@@ -116,8 +138,10 @@ impl<'p, 'a> Executor<'p, 'a> {
             let out = range(&plan.values[step.output]);
             let in0 = range(&plan.values[step.inputs[0]]);
             let in1 = step.inputs.get(1).map_or(in0.clone(), |&v| range(&plan.values[v]));
-            let (y, [x, r]) = borrow(self.arena(), out, [in0, in1]);
-            run_step(&step.kind, x, r, y, step.inputs.len() == 2);
+            let len = self.plan.arena_bytes;
+            let arena = &mut self.arena[self.base..self.base + len];
+            let (y, [x, r]) = borrow(arena, out, [in0, in1]);
+            run_step(&step.kind, x, r, y, step.inputs.len() == 2, &mut self.scratch);
             observer(i, self.value_ref(step.output));
         }
         Ok(())
@@ -128,16 +152,25 @@ fn requant<'q>(o: &'q super::steps::QOut) -> Requant<'q> {
     Requant { multiplier: &o.multiplier, shift: &o.shift, zero_point: o.zero_point, lo: o.lo, hi: o.hi }
 }
 
-fn run_step(kind: &StepKind<'_>, x: &[u8], r: &[u8], y: &mut [u8], has_second: bool) {
+fn run_step(kind: &StepKind<'_>, x: &[u8], r: &[u8], y: &mut [u8], has_second: bool, scratch: &mut Scratch) {
     match kind {
-        StepKind::Conv { f, geom, weight, bias, clamp } => {
+        StepKind::Conv { f, geom, weight, bias, packed, clamp } => {
+            let p = F32ConvParams { weight, bias, packed, clamp: *clamp };
             let res = has_second.then(|| f32s(r));
-            f(geom, f32s(x), weight, bias, res, *clamp, f32s_mut(y))
+            (f.run)(geom, &p, f32s(x), res, f32s_mut(y), &mut scratch.f)
         }
-        StepKind::QConv { f, geom, x_zp, weight, bias, out, residual } => {
-            let p = QConvParams { x_zero_point: *x_zp, weight, bias, requant: requant(out), residual: *residual };
+        StepKind::QConv { f, geom, x_zp, weight, bias, packed, out, residual } => {
+            let p = QConvParams {
+                x_zero_point: *x_zp,
+                weight,
+                bias,
+                packed_weight: &packed.weight,
+                packed_bias: &packed.bias,
+                requant: requant(out),
+                residual: *residual,
+            };
             let res = has_second.then(|| i8s(r));
-            f(geom, &p, i8s(x), res, i8s_mut(y))
+            (f.run)(geom, &p, i8s(x), res, i8s_mut(y), &mut scratch.q)
         }
         StepKind::MaxPool { f, geom } => f(geom, f32s(x), f32s_mut(y)),
         StepKind::QMaxPool { f, geom } => f(geom, i8s(x), i8s_mut(y)),

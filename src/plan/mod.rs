@@ -22,7 +22,9 @@ pub struct PlanOptions {
     pub batch: usize,
     /// Run the fold / fuse passes (on by default; off to execute the graph exactly as stored).
     pub optimize: bool,
-    /// Highest instruction-set tier kernels may use.
+    /// Highest instruction-set tier kernels may use. Default: [`Isa::configured`] (`RESEDGE_ISA` or the
+    /// detected CPU). With std a tier the CPU lacks is capped to [`Isa::detect`]; without std the caller
+    /// vouches for it.
     pub max_isa: Isa,
     /// Refuse plans whose arena would exceed this many bytes (hostile or absurd shapes).
     pub max_arena_bytes: usize,
@@ -30,7 +32,7 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { batch: 1, optimize: true, max_isa: Isa::Scalar, max_arena_bytes: 1 << 31 }
+        PlanOptions { batch: 1, optimize: true, max_isa: Isa::configured(), max_arena_bytes: 1 << 31 }
     }
 }
 

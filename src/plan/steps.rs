@@ -6,8 +6,8 @@ use super::{Plan, PlanOptions, Step, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Model, Node, Op, QParams, Window};
 use crate::kernels::generic::ShortcutGeom;
-use crate::kernels::registry::{self, F32ConvFn, QConvFn};
-use crate::kernels::{AddParams, ConvGeom, Isa, Kernel, KernelFn, ResidualRequant};
+use crate::kernels::registry::{self, F32Conv, QConv};
+use crate::kernels::{AddParams, ConvGeom, Isa, Kernel, KernelFn, QPacked, ResidualRequant};
 use crate::quant::{self, activation_bounds, internal_i8};
 use crate::tensor::{DType, Tensor};
 use std::borrow::Cow;
@@ -30,18 +30,21 @@ pub struct QOut {
 /// What a step does, with its prepared parameters and kernel entry point.
 pub enum StepKind<'a> {
     Conv {
-        f: F32ConvFn,
+        f: F32Conv,
         geom: ConvGeom,
         weight: Cow<'a, [f32]>,
         bias: Vec<f32>,
+        /// The kernel's packing of `weight`, made once here.
+        packed: Vec<f32>,
         clamp: (f32, f32),
     },
     QConv {
-        f: QConvFn,
+        f: QConv,
         geom: ConvGeom,
         x_zp: i32,
         weight: Cow<'a, [i8]>,
         bias: Vec<i32>,
+        packed: QPacked,
         out: QOut,
         residual: Option<ResidualRequant>,
     },
@@ -310,12 +313,22 @@ fn conv_geom(node: &Node, [n, c, h, w]: [usize; 4], oc: usize, win: &Window, gro
     })
 }
 
+/// The requested tier, capped at what this CPU runs (with std; without std the caller vouches for it).
+fn usable_isa(want: Isa) -> Isa {
+    #[cfg(feature = "std")]
+    if !Isa::detect().allows(want) {
+        log::warn!("kernel tier {} is not available on this CPU; using {}", want.name(), Isa::detect().name());
+        return Isa::detect();
+    }
+    want
+}
+
 pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a>> {
     let g = &model.graph;
     if g.nodes.is_empty() {
         return Err(Error::Graph("no nodes".into()));
     }
-    let mut b = Builder { model, isa: opts.max_isa, values: Vec::new(), by_name: BTreeMap::new() };
+    let mut b = Builder { model, isa: usable_isa(opts.max_isa), values: Vec::new(), by_name: BTreeMap::new() };
     let mut in_shape = vec![opts.batch];
     in_shape.extend_from_slice(&g.input.shape);
     if !(2..=4).contains(&in_shape.len()) {
@@ -732,7 +745,9 @@ fn conv_step<'a>(
         let weight = b.f32_weights(node, c.wshape)?;
         let bias = if c.bias { b.f32_of(node, "bias", &[oc])? } else { vec![0.0; oc] };
         let (k, f) = pick!(b.isa, node, F32Conv);
-        return Ok((k, StepKind::Conv { f, geom, weight, bias, clamp: c.activation.bounds() }, ValueType::F32));
+        let packed = (f.pack)(&geom, &weight);
+        let clamp = c.activation.bounds();
+        return Ok((k, StepKind::Conv { f, geom, weight, bias, packed, clamp }, ValueType::F32));
     };
     let xq = quantized(node, x)?;
     let weight = b.i8_weights(node, c.wshape)?;
@@ -755,7 +770,8 @@ fn conv_step<'a>(
     };
     let (k, f) = pick!(b.isa, node, QConv);
     let x_zp = internal_i8(&xq).0;
-    Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, out, residual }, ValueType::Q(q)))
+    let packed = (f.pack)(&geom, &weight, &bias, x_zp);
+    Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, packed, out, residual }, ValueType::Q(q)))
 }
 
 /// A layout-only op (Flatten): same bytes, new shape.

@@ -195,9 +195,11 @@ pub fn random_input(len: usize, seed: u64) -> Vec<f32> {
     (0..len).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect()
 }
 
-/// Min/max of the input and of every node output of `model` (already optimized) over `inputs`.
+/// Min/max of the input and of every node output of `model` (already optimized) over `inputs`. Runs the
+/// scalar reference kernels, so the quantized model is the same file on every CPU and tier.
 pub fn calibrate_minmax(model: &Model<'_>, inputs: &[Vec<f32>]) -> Result<Ranges> {
-    let plan = Plan::new(model, &PlanOptions { optimize: false, ..Default::default() })?;
+    let opts = PlanOptions { optimize: false, max_isa: crate::kernels::Isa::Scalar, ..Default::default() };
+    let plan = Plan::new(model, &opts)?;
     let mut exec = plan.executor();
     let mut ranges = Ranges::new();
     let mut widen = |name: &str, v: &[f32]| {

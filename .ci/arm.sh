@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# ARM part of CI (called by .ci/run): cross toolchains and qemu-user (installed only if missing), clippy for
+# aarch64, the library test suite under qemu-aarch64 for three CPU models (NEON-only, dotprod, i8mm: every
+# tier's kernels execute) and under qemu-arm for armv7, the no_std example, a stripped Pi 5 build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
+
+step "ARM toolchains"
+need=()
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf libc6-dev-armhf-cross)
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+if ((${#need[@]})); then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${need[@]}"
+fi
+rustup target add aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf
+qemu-aarch64 --version | head -n 1
+
+step "clippy for aarch64 (the NEON / dotprod / i8mm kernels)"
+cargo clippy -p resedge --target aarch64-unknown-linux-gnu --all-targets -- -D warnings
+
+# tests/cli.rs spawns the CLI binary itself, which the host cannot exec without binfmt_misc: it runs on x86 only.
+tests=(--lib --test kernels --test bitexact --test hostile --test no_alloc --test shipped_model --test zoo)
+a64=(-p resedge --target aarch64-unknown-linux-gnu)
+step "aarch64 test binaries (built once, run under three CPU models)"
+cargo test "${a64[@]}" "${tests[@]}" --no-run
+# The suite for one target and CPU model. kernels prints the tier it detected and the kernels it tests or
+# skips, bitexact prints the logit hashes; the full log is shown only on failure.
+suite() {
+    local cpu=$1 log
+    shift
+    log=$(mktemp)
+    if ! QEMU_CPU=$cpu cargo test "$@" --test kernels --test bitexact -- --nocapture >"$log" 2>&1; then
+        tail -n 100 "$log"
+        exit 1
+    fi
+    grep -E '^(kernel tier|tested|skipped|test result)|0x' "$log"
+    QEMU_CPU=$cpu cargo test "$@" --lib --test hostile --test no_alloc --test shipped_model --test zoo
+}
+for cpu in cortex-a53 cortex-a76 max; do
+    step "tests under qemu-aarch64, QEMU_CPU=$cpu"
+    suite "$cpu" "${a64[@]}"
+done
+
+step "tests under qemu-arm (armv7, 32-bit Raspberry Pi OS: scalar kernels)"
+suite cortex-a15 -p resedge --target armv7-unknown-linux-gnueabihf
+
+step "no_std API example under qemu-aarch64 (NEON by target, dotprod and i8mm as passed by the caller)"
+for tier in "" dotprod i8mm; do
+    QEMU_CPU=max cargo run -q -p resedge --no-default-features --target aarch64-unknown-linux-gnu --example no_std_cifar -- $tier
+done
+
+step "stripped board build (Raspberry Pi 5)"
+targets/build.sh pi5

@@ -1,0 +1,133 @@
+//! Instruction-set tiers: what a kernel needs, what this CPU has, and the `RESEDGE_ISA` override.
+//!
+//! Resolution order (STYLE 2.2): the environment override (std only), else runtime detection (std:
+//! `is_aarch64_feature_detected!`), else what the target was compiled for (no_std: `cfg!(target_feature)`;
+//! NEON is part of every aarch64 target except the softfloat one). A caller can always pass a lower tier in
+//! `PlanOptions::max_isa`.
+
+/// Instruction-set tier a kernel needs. Tiers of one architecture are ordered (each implies the ones below
+/// it); tiers of different architectures are unrelated, and `Scalar` runs everywhere. x86 tiers (avx2,
+/// avx512, avx512vnni) slot in as a second chain; [`Isa::allows`] never lets one architecture's tier admit
+/// another's kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    Scalar,
+    /// AArch64 Advanced SIMD (ARMv8.0: Cortex-A53/A57/A72).
+    Neon,
+    /// NEON + `SDOT` (ARMv8.2 dotprod: Cortex-A55/A76/A78).
+    NeonDot,
+    /// NEON + dotprod + `SMMLA` (ARMv8.6 i8mm: Neoverse V1/N2, Cortex-A710 and later).
+    NeonI8mm,
+}
+
+/// The CPU family a tier belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    Any,
+    Aarch64,
+}
+
+impl Isa {
+    /// Every tier, lowest first.
+    pub const ALL: &'static [Isa] = &[Isa::Scalar, Isa::Neon, Isa::NeonDot, Isa::NeonI8mm];
+
+    /// The name used by `RESEDGE_ISA`, logs and `resedge inspect`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Neon => "neon",
+            Isa::NeonDot => "dotprod",
+            Isa::NeonI8mm => "i8mm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.iter().copied().find(|i| i.name() == name)
+    }
+
+    pub fn arch(self) -> Arch {
+        match self {
+            Isa::Scalar => Arch::Any,
+            Isa::Neon | Isa::NeonDot | Isa::NeonI8mm => Arch::Aarch64,
+        }
+    }
+
+    /// True if a kernel needing `need` may run where `self` is the highest allowed tier.
+    pub fn allows(self, need: Isa) -> bool {
+        need == Isa::Scalar || (need.arch() == self.arch() && need <= self)
+    }
+
+    /// The best tier this CPU runs (runtime detection with std, the compile-time target without).
+    pub fn detect() -> Isa {
+        detect()
+    }
+
+    /// The tier plans use by default: `RESEDGE_ISA` if set (capped at [`Isa::detect`], with a warning when it
+    /// asks for more or names no tier), else [`Isa::detect`].
+    pub fn configured() -> Isa {
+        let best = Isa::detect();
+        #[cfg(feature = "std")]
+        if let Ok(v) = std::env::var("RESEDGE_ISA") {
+            return match Isa::from_name(v.trim()) {
+                Some(want) if best.allows(want) => want,
+                Some(want) => {
+                    log::warn!("RESEDGE_ISA={v}: this CPU has no {} tier; using {}", want.name(), best.name());
+                    best
+                }
+                None => {
+                    let names: std::vec::Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
+                    log::warn!("RESEDGE_ISA={v} names no tier (one of {}); using {}", names.join("|"), best.name());
+                    best
+                }
+            };
+        }
+        best
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", feature = "std"))]
+fn detect() -> Isa {
+    if std::arch::is_aarch64_feature_detected!("i8mm") && std::arch::is_aarch64_feature_detected!("dotprod") {
+        Isa::NeonI8mm
+    } else if std::arch::is_aarch64_feature_detected!("dotprod") {
+        Isa::NeonDot
+    } else if std::arch::is_aarch64_feature_detected!("neon") {
+        Isa::Neon
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(all(target_arch = "aarch64", not(feature = "std")))]
+fn detect() -> Isa {
+    if cfg!(all(target_feature = "i8mm", target_feature = "dotprod")) {
+        Isa::NeonI8mm
+    } else if cfg!(target_feature = "dotprod") {
+        Isa::NeonDot
+    } else if cfg!(target_feature = "neon") {
+        Isa::Neon
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(not(target_arch = "aarch64"))]
+fn detect() -> Isa {
+    Isa::Scalar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_tiers_nest() {
+        for &i in Isa::ALL {
+            assert_eq!(Isa::from_name(i.name()), Some(i));
+            assert!(i.allows(Isa::Scalar) && i.allows(i));
+        }
+        assert!(Isa::NeonI8mm.allows(Isa::Neon) && !Isa::Neon.allows(Isa::NeonDot));
+        assert!(!Isa::Scalar.allows(Isa::Neon));
+        assert_eq!(Isa::from_name("avx9"), None);
+    }
+}
