@@ -71,7 +71,10 @@ impl Histogram {
     }
     /// TensorRT's entropy calibration with `levels` quantization bins.
     fn entropy(&self, levels: usize) -> f32 {
-        let h: Vec<f64> = self.counts.iter().map(|&c| c as f64).collect();
+        // The first bin holds ReLU's exact zeros, representable at any threshold; left in, its spike makes
+        // every merge look costly and drives the search to the smallest thresholds.
+        let mut h: Vec<f64> = self.counts.iter().map(|&c| c as f64).collect();
+        h[0] = 0.0;
         let mut best = (f64::INFINITY, BINS);
         for i in (levels..=BINS).step_by(16) {
             // Reference distribution: the first i bins, everything beyond folded into the last.
@@ -206,11 +209,12 @@ pub fn calibrate(
             continue;
         }
         let (lo, hi) = ranges[&k];
-        // A one-signed value uses all 255 steps over [0, T]; a signed one 128 per side.
+        // MSE models the real quantizer: a one-signed value uses all 255 steps over [0, T], a signed one 128
+        // per side. Entropy keeps TensorRT's 128 target bins.
         let levels = if lo >= 0.0 || hi <= 0.0 { 255 } else { 128 };
         let t = match method {
             Method::Percentile => h.percentile(percentile),
-            Method::Entropy => h.entropy(levels),
+            Method::Entropy => h.entropy(128),
             Method::Mse => h.mse(levels),
             Method::Minmax => unreachable!("returned above"),
         };
