@@ -255,7 +255,8 @@ pub fn with_torch_weights(
     let mut used = std::collections::BTreeSet::new();
     for (key, t) in model.tensors.iter_mut() {
         let var = torch_name(key);
-        let (shape, values) = get(&var).ok_or_else(|| Error::tensor(key, format!("no trained variable `{var}`")))?;
+        let (shape, values) =
+            get(&var).ok_or_else(|| Error::tensor(key, format!("has no trained variable `{var}`")))?;
         if shape != t.shape || values.len() != t.numel() {
             return Err(Error::tensor(key, format!("`{var}` has shape {shape:?}, the graph needs {:?}", t.shape)));
         }
