@@ -5,6 +5,7 @@
 //! breaks ties). Layers are then kept in float greedily, most helpful first, until the drop meets the budget.
 
 use crate::eval::{logits, top_k};
+use crate::report::Sums;
 use crate::samples::Samples;
 use anyhow::Result;
 use resedge::graph::{Model, Op};
@@ -23,10 +24,9 @@ fn score(model: &Model<'_>, samples: &Samples, idx: &[usize], reference: &[Vec<f
     for ((&i, l), r) in idx.iter().zip(&out).zip(reference) {
         let truth = samples.label(i).unwrap_or_else(|| top_k(r, 1)[0]);
         hit += usize::from(top_k(l, 1)[0] == truth);
-        let (ab, aa, bb) = l.iter().zip(r).fold((0f64, 0f64, 0f64), |(ab, aa, bb), (&a, &b)| {
-            (ab + (a * b) as f64, aa + (a * a) as f64, bb + (b * b) as f64)
-        });
-        cos += ab / (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE);
+        let mut sums = Sums::default();
+        sums.add(l, r.iter().copied());
+        cos += sums.cosine();
     }
     let n = idx.len().max(1) as f64;
     Ok(Score { top1: 100.0 * hit as f64 / n, cosine: cos / n })

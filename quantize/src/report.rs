@@ -33,8 +33,9 @@ pub struct Report {
     pub samples: usize,
 }
 
+/// Running sums for the cosine, SQNR and max error of two series.
 #[derive(Clone, Default)]
-struct Sums {
+pub(crate) struct Sums {
     ab: f64,
     aa: f64,
     bb: f64,
@@ -43,7 +44,7 @@ struct Sums {
 }
 
 impl Sums {
-    fn add(&mut self, a: &[f32], b: impl Iterator<Item = f32>) {
+    pub(crate) fn add(&mut self, a: &[f32], b: impl Iterator<Item = f32>) {
         for (&x, y) in a.iter().zip(b) {
             let (x, y) = (x as f64, y as f64);
             self.ab += x * y;
@@ -60,7 +61,7 @@ impl Sums {
         self.ee += o.ee;
         self.max = self.max.max(o.max);
     }
-    fn cosine(&self) -> f64 {
+    pub(crate) fn cosine(&self) -> f64 {
         if self.aa == 0.0 && self.bb == 0.0 {
             1.0
         } else {
