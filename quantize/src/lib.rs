@@ -1,6 +1,7 @@
 //! `resedge-quantize` as a library: ONNX import / export, calibration, int8 lowering with reports.
 //! The binary (`main.rs`) is a thin CLI over these modules.
 
+pub mod bias;
 pub mod calib;
 pub mod eval;
 pub mod meta;

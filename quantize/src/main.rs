@@ -90,6 +90,9 @@ enum Cmd {
         /// Keep the fewest layers in float that bring the held-out top-1 drop to at most this many points.
         #[arg(long)]
         max_drop: Option<f64>,
+        /// Correct each layer's bias for the mean shift that quantizing its weights and input introduces.
+        #[arg(long)]
+        bias_correction: bool,
         /// Held-out share of the calibration samples for `--max-drop` (one in K).
         #[arg(long, default_value_t = 5)]
         holdout_every: usize,
@@ -201,6 +204,7 @@ fn main() -> Result<()> {
             samples,
             keep_float,
             max_drop,
+            bias_correction,
             holdout_every,
             meta,
             output,
@@ -231,6 +235,12 @@ fn main() -> Result<()> {
             if let Some(budget) = max_drop {
                 keep = resedge_quantize::mixed::choose_float_layers(&float, &qparams, &keep, &data, &held_out, budget)?;
             }
+            // After the search, which measured uncorrected layers: layers kept in float keep their bias.
+            let float = if bias_correction {
+                resedge_quantize::bias::correct_biases(&float, &qparams, &keep, &data, &calib_idx)?
+            } else {
+                float
+            };
             let int8 = lower_to_int8(&float, &qparams, &keep)?;
             let n = write(&int8, &output)?;
             let kept =

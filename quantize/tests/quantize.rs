@@ -66,26 +66,32 @@ fn qdq_export_runs_in_tract_and_agrees_with_our_int8() {
     let qdq = resedge_quantize::onnx::export(&int8, opts).unwrap();
     let plain = resedge_quantize::onnx::export(&float, Default::default()).unwrap();
     let out_scale = int8.graph.nodes.iter().rev().find_map(|n| n.output_q).unwrap().scale;
-    let (mut agree, mut worst, mut worst_f32) = (0, 0f32, 0f32);
+    let (mut agree, mut worst, mut worst_f32, mut tie_gap) = (0, 0f32, 0f32, 0f32);
     let held_out = 16..48;
     for i in held_out.clone() {
         let x = data.input(i);
         let (ours, theirs) = (run(&int8, &x), tract_run(&qdq, &x));
-        agree += usize::from(top_k(&ours, 1) == top_k(&theirs, 1));
+        let (a, b) = (top_k(&ours, 1)[0], top_k(&theirs, 1)[0]);
+        agree += usize::from(a == b);
+        // Where the engines pick different classes, both must be a near tie in our logits.
+        tie_gap = tie_gap.max(ours[a] - ours[b]);
         worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
         let (f, t) = (run(&float, &x), tract_run(&plain, &x));
         let scale = f.iter().fold(0f32, |m, v| m.max(v.abs()));
         worst_f32 = f.iter().zip(&t).map(|(a, b)| (a - b).abs() / scale).fold(worst_f32, f32::max);
     }
     eprintln!(
-        "QDQ export in tract: top-1 agreement {agree}/{}, max |logit diff| {worst:.3} ({:.1} output steps); \
-         float export: max relative diff {worst_f32:.2e}",
+        "QDQ export in tract: top-1 agreement {agree}/{}, max |logit diff| {worst:.3} ({:.1} output steps), \
+         widest gap between the two picks where they differ {tie_gap:.3}; float export: max relative diff \
+         {worst_f32:.2e}",
         held_out.len(),
         worst / out_scale
     );
-    assert_eq!(agree, held_out.len());
-    // tract requantizes in float through the QDQ pairs; we round in fixed point and fuse the residual add.
+    // tract requantizes in float through the QDQ pairs; we round in fixed point and fuse the residual add:
+    // logits differ by a few output steps, so a class can flip only where two logits are that close.
     assert!(worst <= 4.0 * out_scale, "{worst} ({} steps)", worst / out_scale);
+    assert!(tie_gap <= worst, "tract picked a class {tie_gap} below ours, more than the logit difference {worst}");
+    assert!(agree * 10 >= held_out.len() * 9, "top-1 agreement {agree}/{}", held_out.len());
     assert!(worst_f32 <= 1e-4, "float export differs by {worst_f32} of max |logit|");
 }
 

@@ -32,6 +32,15 @@ pub fn qparams_from_ranges(ranges: &Ranges, scheme: ActivationScheme) -> QParamM
     ranges.iter().map(|(k, &(lo, hi))| (k.clone(), qparams_for_range(lo, hi, scheme))).collect()
 }
 
+/// Quantizes one output channel's weights symmetrically to [-127, 127], appending them to `out`; returns
+/// the channel's scale.
+pub fn quantize_weight_row(row: &[f32], out: &mut Vec<i8>) -> f32 {
+    let amax = row.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let sw = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    out.extend(row.iter().map(|v| libm::roundf(v / sw).clamp(-127.0, 127.0) as i8));
+    sw
+}
+
 fn mult(node: &Node, real: f64) -> Result<(i32, i32)> {
     quantize_multiplier(real)
         .ok_or_else(|| Error::node(&node.name, format!("requantization scale {real} is out of range")))
@@ -109,10 +118,7 @@ pub fn lower_to_int8(model: &Model<'_>, qparams: &QParamMap, keep_float: &BTreeS
                 let (mut wq, mut bq, mut ms, mut ss, mut wscale) =
                     (Vec::with_capacity(w.len()), vec![], vec![], vec![], vec![]);
                 for c in 0..oc {
-                    let row = &w[c * per..][..per];
-                    let amax = row.iter().fold(0f32, |a, v| a.max(v.abs()));
-                    let sw = if amax > 0.0 { amax / 127.0 } else { 1.0 };
-                    wq.extend(row.iter().map(|v| libm::roundf(v / sw).clamp(-127.0, 127.0) as i8));
+                    let sw = quantize_weight_row(&w[c * per..][..per], &mut wq);
                     let acc_scale = sx * sw as f64;
                     bq.push(
                         libm::round(b[c] as f64 / acc_scale).clamp(-(1i64 << 30) as f64, (1i64 << 30) as f64) as i32

@@ -3,7 +3,7 @@
 
 mod lower;
 
-pub use lower::{lower_to_int8, qparams_from_ranges, ActivationScheme, QParamMap, Ranges};
+pub use lower::{lower_to_int8, qparams_from_ranges, quantize_weight_row, ActivationScheme, QParamMap, Ranges};
 
 use crate::graph::QParams;
 
