@@ -2,7 +2,10 @@
 //! reference in [`generic`], and the [`registry`] the planner picks from once per node.
 
 pub mod generic;
+pub mod packed;
 pub mod registry;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 pub use registry::{Isa, Kernel, KernelFn};
 

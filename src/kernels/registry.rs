@@ -2,19 +2,67 @@
 //! and shown by `resedge inspect`. Optimized ISA modules add their entries here, ahead of the scalar ones.
 
 use super::generic;
+use super::packed::{ConvPack, Parallel};
 use super::{AddParams, ConvGeom, QConvParams, Requant};
 
-/// Instruction-set tier a kernel needs.
+/// Instruction-set tier a kernel needs. Within one architecture the tiers are ordered and nested (each
+/// includes the features of the ones below), so a CPU at tier T runs every kernel of tier <= T.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Isa {
     Scalar,
+    /// x86_64 AVX2 + FMA.
+    Avx2,
+    /// x86_64 AVX-512 F/BW/VL/DQ.
+    Avx512,
+    /// x86_64 AVX-512 + VNNI.
+    Avx512Vnni,
 }
 
 impl Isa {
+    /// Every tier, lowest first.
+    pub const ALL: &'static [Isa] = &[Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
         }
+    }
+
+    /// The tier named `name` (as [`Isa::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        Isa::ALL.iter().copied().find(|i| i.name() == name)
+    }
+
+    /// The best tier this CPU supports (feature detection needs `std`; without it, scalar).
+    pub fn detect() -> Isa {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            super::x86::detect()
+        }
+        #[cfg(not(all(feature = "std", target_arch = "x86_64")))]
+        {
+            Isa::Scalar
+        }
+    }
+
+    /// The tier plans use by default: [`Isa::detect`], lowered by `RESEDGE_ISA=<name>` (std only). A forced
+    /// tier above the detected one is refused with a warning (its instructions would fault).
+    pub fn host() -> Isa {
+        let best = Isa::detect();
+        #[cfg(feature = "std")]
+        if let Ok(name) = std::env::var("RESEDGE_ISA") {
+            match Isa::from_name(name.trim()) {
+                Some(isa) if isa <= best => return isa,
+                Some(isa) => {
+                    log::warn!("RESEDGE_ISA={} is above this CPU's {}; using {}", isa.name(), best.name(), best.name())
+                }
+                None => log::warn!("RESEDGE_ISA={name:?} is not a tier ({:?}); using {}", Isa::ALL, best.name()),
+            }
+        }
+        best
     }
 }
 
@@ -22,6 +70,29 @@ impl Isa {
 pub type F32ConvFn = fn(&ConvGeom, &[f32], &[f32], &[f32], Option<&[f32]>, (f32, f32), &mut [f32]);
 /// int8 convolution: geometry, parameters, input, residual, output.
 pub type QConvFn = fn(&ConvGeom, &QConvParams<'_>, &[i8], Option<&[i8]>, &mut [i8]);
+
+/// A blocked convolution: `supports` the geometry, `pack` weights once at plan time, `run` with a scratch
+/// of `ConvPack::scratch_bytes(workers)` bytes (64-byte aligned) on the given workers.
+#[derive(Clone, Copy)]
+pub struct F32ConvPacked {
+    pub supports: fn(&ConvGeom) -> bool,
+    /// Geometry, OIHW weights, bias.
+    pub pack: fn(&ConvGeom, &[f32], &[f32]) -> ConvPack,
+    /// Geometry, pack, input, residual, clamp, output, scratch, workers.
+    #[allow(clippy::type_complexity)]
+    pub run: fn(&ConvGeom, &ConvPack, &[f32], Option<&[f32]>, (f32, f32), &mut [f32], &mut [u8], &dyn Parallel),
+}
+
+/// The int8 blocked convolution; `pack` reads the weights, bias and input zero point of the parameters,
+/// `run` their requantization and residual.
+#[derive(Clone, Copy)]
+pub struct QConvPacked {
+    pub supports: fn(&ConvGeom) -> bool,
+    pub pack: fn(&ConvGeom, &QConvParams<'_>) -> ConvPack,
+    /// Geometry, pack, parameters, input, residual, output, scratch, workers.
+    #[allow(clippy::type_complexity)]
+    pub run: fn(&ConvGeom, &ConvPack, &QConvParams<'_>, &[i8], Option<&[i8]>, &mut [i8], &mut [u8], &dyn Parallel),
+}
 
 pub type F32MaxPoolFn = fn(&ConvGeom, &[f32], &mut [f32]);
 pub type QMaxPoolFn = fn(&ConvGeom, &[i8], &mut [i8]);
@@ -47,6 +118,8 @@ pub type QCopyFn = fn(&[i8], &mut [i8]);
 pub enum KernelFn {
     F32Conv(F32ConvFn),
     QConv(QConvFn),
+    F32ConvPacked(F32ConvPacked),
+    QConvPacked(QConvPacked),
     F32MaxPool(F32MaxPoolFn),
     QMaxPool(QMaxPoolFn),
     F32AvgPool(F32AvgPoolFn),
@@ -80,15 +153,17 @@ fn copy<T: Copy>(x: &[T], y: &mut [T]) {
 }
 
 macro_rules! kernels {
-    ($($name:ident: $isa:ident, $variant:ident($f:expr);)*) => {
-        /// Every kernel this build contains, best tier first within each family.
-        pub static KERNELS: &[Kernel] = &[
+    ($(#[$attr:meta])* $list:ident; $($name:ident: $isa:ident, $variant:ident($f:expr);)*) => {
+        $(#[$attr])*
+        pub static $list: &[Kernel] = &[
             $(Kernel { name: stringify!($name), isa: Isa::$isa, func: KernelFn::$variant($f) },)*
         ];
     };
 }
 
 kernels! {
+    /// The portable kernels: the scalar reference for every family.
+    KERNELS;
     f32_conv2d_scalar: Scalar, F32Conv(generic::f32_conv2d_scalar);
     qs8_conv2d_requant_scalar: Scalar, QConv(generic::qs8_conv2d_scalar);
     f32_maxpool_scalar: Scalar, F32MaxPool(generic::f32_maxpool_scalar);
@@ -111,7 +186,28 @@ kernels! {
     qs8_copy_scalar: Scalar, QCopy(copy::<i8>);
 }
 
+#[cfg(target_arch = "x86_64")]
+use super::x86;
+
+#[cfg(target_arch = "x86_64")]
+kernels! {
+    /// x86_64 kernels (AVX2 + FMA, AVX-512, AVX-512 VNNI).
+    ARCH_KERNELS;
+    f32_conv2d_blocked_avx512: Avx512, F32ConvPacked(x86::F32_CONV_AVX512);
+    f32_conv2d_blocked_avx2: Avx2, F32ConvPacked(x86::F32_CONV_AVX2);
+    qs8_conv2d_requant_vnni: Avx512Vnni, QConvPacked(x86::QS8_CONV_VNNI);
+    qs8_conv2d_requant_avx2: Avx2, QConvPacked(x86::QS8_CONV_AVX2);
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+static ARCH_KERNELS: &[Kernel] = &[];
+
+/// Every kernel this build contains: this architecture's, then the portable ones.
+pub fn all() -> impl Iterator<Item = &'static Kernel> {
+    ARCH_KERNELS.iter().chain(KERNELS)
+}
+
 /// The best kernel of the family `matches` selects that the allowed tier (`max_isa`) permits.
 pub fn pick(max_isa: Isa, matches: impl Fn(&KernelFn) -> bool) -> Option<&'static Kernel> {
-    KERNELS.iter().filter(|k| k.isa <= max_isa && matches(&k.func)).max_by_key(|k| k.isa)
+    all().filter(|k| k.isa <= max_isa && matches(&k.func)).max_by_key(|k| k.isa)
 }

@@ -5,6 +5,7 @@ use super::memory::ALIGN;
 use super::{Plan, StepKind, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::QParams;
+use crate::kernels::packed::Parallel;
 use crate::kernels::{QConvParams, Requant};
 use core::ops::Range;
 use std::prelude::v1::*;
@@ -16,11 +17,16 @@ pub enum ValueRef<'v> {
     I8(&'v [i8], QParams),
 }
 
-/// Runs a [`Plan`]. Holds the arena; build once, call [`Executor::run`] many times.
+/// Runs a [`Plan`]. Holds the arena, the kernels' scratch and the worker threads; build once, call
+/// [`Executor::run`] many times.
 pub struct Executor<'p, 'a> {
     plan: &'p Plan<'a>,
     arena: Vec<u8>,
     base: usize,
+    scratch: Vec<u8>,
+    scratch_base: usize,
+    #[cfg(feature = "std")]
+    pool: super::threads::Pool,
 }
 
 fn range(v: &Value) -> Range<usize> {
@@ -60,7 +66,17 @@ impl<'p, 'a> Executor<'p, 'a> {
     pub(super) fn new(plan: &'p Plan<'a>) -> Self {
         let arena = vec![0u8; plan.arena_bytes + ALIGN];
         let base = arena.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Executor { plan, arena, base }
+        let scratch = vec![0u8; plan.scratch_bytes + ALIGN];
+        let scratch_base = scratch.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Executor {
+            plan,
+            arena,
+            base,
+            scratch,
+            scratch_base,
+            #[cfg(feature = "std")]
+            pool: super::threads::Pool::new(plan.threads),
+        }
     }
 
     /// The plan this executor runs.
@@ -91,11 +107,7 @@ impl<'p, 'a> Executor<'p, 'a> {
     /// A view of value `index` (into `plan.values`) as left by the last run.
     pub fn value_ref(&self, index: usize) -> ValueRef<'_> {
         let v = &self.plan.values[index];
-        let bytes = &self.arena[self.base + v.offset..][..v.bytes];
-        match v.ty {
-            ValueType::F32 => ValueRef::F32(f32s(bytes)),
-            ValueType::Q(q) => ValueRef::I8(i8s(bytes), q),
-        }
+        value_view(v, &self.arena[self.base + v.offset..][..v.bytes])
     }
 
     /// Runs like [`Executor::run`] and calls `observer(step_index, output)` after every step.
@@ -112,15 +124,29 @@ impl<'p, 'a> Executor<'p, 'a> {
         }
         let r = range(iv);
         f32s_mut(&mut self.arena()[r]).copy_from_slice(input);
+        #[cfg(feature = "std")]
+        let par: &dyn Parallel = &self.pool;
+        #[cfg(not(feature = "std"))]
+        let par: &dyn Parallel = &crate::kernels::packed::Serial;
+        let arena = &mut self.arena[self.base..self.base + plan.arena_bytes];
+        let scratch = &mut self.scratch[self.scratch_base..self.scratch_base + plan.scratch_bytes];
         for (i, step) in plan.steps.iter().enumerate() {
             let out = range(&plan.values[step.output]);
             let in0 = range(&plan.values[step.inputs[0]]);
             let in1 = step.inputs.get(1).map_or(in0.clone(), |&v| range(&plan.values[v]));
-            let (y, [x, r]) = borrow(self.arena(), out, [in0, in1]);
-            run_step(&step.kind, x, r, y, step.inputs.len() == 2);
-            observer(i, self.value_ref(step.output));
+            let (y, [x, r]) = borrow(arena, out, [in0, in1]);
+            run_step(&step.kind, x, r, y, step.inputs.len() == 2, scratch, par);
+            let v = &plan.values[step.output];
+            observer(i, value_view(v, &arena[v.offset..][..v.bytes]));
         }
         Ok(())
+    }
+}
+
+fn value_view<'v>(v: &Value, bytes: &'v [u8]) -> ValueRef<'v> {
+    match v.ty {
+        ValueType::F32 => ValueRef::F32(f32s(bytes)),
+        ValueType::Q(q) => ValueRef::I8(i8s(bytes), q),
     }
 }
 
@@ -128,8 +154,26 @@ fn requant<'q>(o: &'q super::steps::QOut) -> Requant<'q> {
     Requant { multiplier: &o.multiplier, shift: &o.shift, zero_point: o.zero_point, lo: o.lo, hi: o.hi }
 }
 
-fn run_step(kind: &StepKind<'_>, x: &[u8], r: &[u8], y: &mut [u8], has_second: bool) {
+fn run_step(
+    kind: &StepKind<'_>,
+    x: &[u8],
+    r: &[u8],
+    y: &mut [u8],
+    has_second: bool,
+    scratch: &mut [u8],
+    par: &dyn Parallel,
+) {
     match kind {
+        StepKind::ConvPacked { f, geom, pack, clamp } => {
+            let res = has_second.then(|| f32s(r));
+            (f.run)(geom, pack, f32s(x), res, *clamp, f32s_mut(y), scratch, par)
+        }
+        StepKind::QConvPacked { f, geom, x_zp, pack, out, residual } => {
+            let p =
+                QConvParams { x_zero_point: *x_zp, weight: &[], bias: &[], requant: requant(out), residual: *residual };
+            let res = has_second.then(|| i8s(r));
+            (f.run)(geom, pack, &p, i8s(x), res, i8s_mut(y), scratch, par)
+        }
         StepKind::Conv { f, geom, weight, bias, clamp } => {
             let res = has_second.then(|| f32s(r));
             f(geom, f32s(x), weight, bias, res, *clamp, f32s_mut(y))

@@ -6,8 +6,9 @@ use super::{Plan, PlanOptions, Step, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Model, Node, Op, QParams, Window};
 use crate::kernels::generic::ShortcutGeom;
-use crate::kernels::registry::{self, F32ConvFn, QConvFn};
-use crate::kernels::{AddParams, ConvGeom, Isa, Kernel, KernelFn, ResidualRequant};
+use crate::kernels::packed::ConvPack;
+use crate::kernels::registry::{self, F32ConvFn, F32ConvPacked, QConvFn, QConvPacked};
+use crate::kernels::{AddParams, ConvGeom, Isa, Kernel, KernelFn, QConvParams, Requant, ResidualRequant};
 use crate::quant::{self, activation_bounds, internal_i8};
 use crate::tensor::{DType, Tensor};
 use std::borrow::Cow;
@@ -42,6 +43,21 @@ pub enum StepKind<'a> {
         x_zp: i32,
         weight: Cow<'a, [i8]>,
         bias: Vec<i32>,
+        out: QOut,
+        residual: Option<ResidualRequant>,
+    },
+    /// A blocked convolution with weights packed at plan time.
+    ConvPacked {
+        f: F32ConvPacked,
+        geom: ConvGeom,
+        pack: ConvPack,
+        clamp: (f32, f32),
+    },
+    QConvPacked {
+        f: QConvPacked,
+        geom: ConvGeom,
+        x_zp: i32,
+        pack: ConvPack,
         out: QOut,
         residual: Option<ResidualRequant>,
     },
@@ -366,7 +382,26 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     for (v, off) in b.values.iter_mut().zip(offsets) {
         v.offset = off;
     }
-    Ok(Plan { name: model.name.clone(), steps, values: b.values, input, output, arena_bytes, batch: opts.batch })
+    let threads = if cfg!(feature = "std") { opts.threads } else { 1 };
+    let scratch_bytes = steps
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::ConvPacked { pack, .. } | StepKind::QConvPacked { pack, .. } => pack.scratch_bytes(threads),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(Plan {
+        name: model.name.clone(),
+        steps,
+        values: b.values,
+        input,
+        output,
+        arena_bytes,
+        batch: opts.batch,
+        threads,
+        scratch_bytes,
+    })
 }
 
 fn quantized(node: &Node, v: &Value) -> Result<QParams> {
@@ -731,8 +766,19 @@ fn conv_step<'a>(
         }
         let weight = b.f32_weights(node, c.wshape)?;
         let bias = if c.bias { b.f32_of(node, "bias", &[oc])? } else { vec![0.0; oc] };
-        let (k, f) = pick!(b.isa, node, F32Conv);
-        return Ok((k, StepKind::Conv { f, geom, weight, bias, clamp: c.activation.bounds() }, ValueType::F32));
+        let clamp = c.activation.bounds();
+        let k = conv_kernel(b, node, |f| match f {
+            KernelFn::F32ConvPacked(p) => (p.supports)(&geom),
+            f => matches!(f, KernelFn::F32Conv(_)),
+        })?;
+        let kind = match k.func {
+            KernelFn::F32ConvPacked(f) => {
+                StepKind::ConvPacked { f, geom, pack: (f.pack)(&geom, &weight, &bias), clamp }
+            }
+            KernelFn::F32Conv(f) => StepKind::Conv { f, geom, weight, bias, clamp },
+            _ => unreachable!("conv_kernel matched a conv family"),
+        };
+        return Ok((k, kind, ValueType::F32));
     };
     let xq = quantized(node, x)?;
     let weight = b.i8_weights(node, c.wshape)?;
@@ -753,9 +799,26 @@ fn conv_step<'a>(
         }
         None => None,
     };
-    let (k, f) = pick!(b.isa, node, QConv);
     let x_zp = internal_i8(&xq).0;
-    Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, out, residual }, ValueType::Q(q)))
+    let k = conv_kernel(b, node, |f| match f {
+        KernelFn::QConvPacked(p) => (p.supports)(&geom),
+        f => matches!(f, KernelFn::QConv(_)),
+    })?;
+    let kind = match k.func {
+        KernelFn::QConvPacked(f) => {
+            let rq = Requant { multiplier: &[], shift: &[], zero_point: 0, lo: 0, hi: 0 };
+            let p = QConvParams { x_zero_point: x_zp, weight: &weight, bias: &bias, requant: rq, residual };
+            StepKind::QConvPacked { f, geom, x_zp, pack: (f.pack)(&geom, &p), out, residual }
+        }
+        KernelFn::QConv(f) => StepKind::QConv { f, geom, x_zp, weight, bias, out, residual },
+        _ => unreachable!("conv_kernel matched a conv family"),
+    };
+    Ok((k, kind, ValueType::Q(q)))
+}
+
+/// The best convolution kernel `usable` accepts (blocked ones check the geometry, e.g. no groups).
+fn conv_kernel(b: &Builder<'_, '_>, node: &Node, usable: impl Fn(&KernelFn) -> bool) -> Result<&'static Kernel> {
+    registry::pick(b.isa, usable).ok_or_else(|| Error::NoKernel { node: node.name.clone(), what: "convolution".into() })
 }
 
 /// A layout-only op (Flatten): same bytes, new shape.

@@ -3,10 +3,10 @@
 mod bench;
 mod source;
 
-use resedge_data::npy;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use resedge::plan::{Plan, PlanOptions};
+use resedge_data::npy;
 use source::ModelArgs;
 use std::io::Write;
 

@@ -1,0 +1,113 @@
+//! x86_64 kernels: AVX2 + FMA, AVX-512 and AVX-512 VNNI tiers of the blocked convolution
+//! ([`super::packed`]), f32 and int8. Each kernel's entry point is a safe fn that the registry lists under
+//! the tier it needs; the planner only picks it when the CPU has that tier ([`detect`], `RESEDGE_ISA`), which
+//! is what makes the `#[target_feature]` calls inside sound.
+//!
+//! Work split: per image, the phase planes are filled (split by input channel when large), then the
+//! (tile, weight block) tasks are dealt out tile-major in equal contiguous shares, one per worker. Every
+//! output element is computed by the same code whatever the worker count, so results (f32 included) do not
+//! depend on the number of threads.
+
+mod conv_f32;
+mod conv_i8;
+
+pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
+pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};
+
+use super::packed::{share, ConvPack, Parallel};
+use super::{ConvGeom, Isa};
+
+/// The best tier this CPU supports.
+#[cfg(feature = "std")]
+pub fn detect() -> Isa {
+    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    let avx512 = avx2
+        && std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
+        && std::is_x86_feature_detected!("avx512dq");
+    if avx512 && std::is_x86_feature_detected!("avx512vnni") {
+        Isa::Avx512Vnni
+    } else if avx512 {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Scalar
+    }
+}
+
+/// A raw pointer shared by the workers of one kernel call, each touching a disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<T>(pub *mut T);
+// SAFETY: only used to hand disjoint output / scratch regions to the workers of one broadcast, which
+// returns before the borrowed buffers do.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so closures capture the Sync wrapper rather than its field).
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Convolutions the blocked kernels handle: no groups, and outputs that fit u32 indices.
+pub(crate) fn supports(g: &ConvGeom) -> bool {
+    g.groups == 1 && g.input_len().max(g.output_len()) < u32::MAX as usize / 4
+}
+
+/// Planes below this many elements are filled by the calling thread alone (a wake-up costs more).
+const PARALLEL_FILL: usize = 1 << 15;
+
+/// The blocked convolution loop of one image: fill the planes (`fill(channels)`), then run the tasks of
+/// each worker: `tile(worker, t)` once per tile before its blocks, `block(worker, t, b)` per task.
+pub(crate) fn drive(
+    g: &ConvGeom,
+    pack: &ConvPack,
+    par: &dyn Parallel,
+    fill: &(dyn Fn(core::ops::Range<usize>) + Sync),
+    tile: &(dyn Fn(usize, usize) + Sync),
+    block: &(dyn Fn(usize, usize, usize) + Sync),
+) {
+    let workers = par.workers();
+    let plane_elems = pack.planes.map_or(0, |p| p.len);
+    if workers == 1 || plane_elems < PARALLEL_FILL {
+        fill(0..g.c_in);
+    } else {
+        par.broadcast(&|w| fill(share(g.c_in, workers, w)));
+    }
+    let blocks = pack.blocks(g.c_out);
+    let tasks = pack.tiles * blocks;
+    par.broadcast(&|w| {
+        let mut current = usize::MAX;
+        for t in share(tasks, workers, w) {
+            let (ti, bi) = (t / blocks, t % blocks);
+            if ti != current {
+                tile(w, ti);
+                current = ti;
+            }
+            block(w, ti, bi);
+        }
+    });
+}
+
+/// Splits the scratch into the planes (as `T`) and the per-worker panels.
+pub(crate) fn split_scratch<T: bytemuck::Pod>(pack: &ConvPack, scratch: &mut [u8]) -> (Shared<T>, Shared<u8>) {
+    let planes_bytes = pack.planes.map_or(0, |p| p.len * pack.elem).next_multiple_of(64);
+    let (planes, panels) = scratch.split_at_mut(planes_bytes);
+    let planes: &mut [T] = bytemuck::cast_slice_mut(planes);
+    (Shared(planes.as_mut_ptr()), Shared(panels.as_mut_ptr()))
+}
+
+/// Stride between two workers' panels in the scratch.
+pub(crate) fn panel_stride(pack: &ConvPack) -> usize {
+    pack.panel_bytes.next_multiple_of(64)
+}
+
+/// Index of the n-th set bit's output: real lanes of a chunk map to consecutive outputs from `start`.
+#[inline(always)]
+pub(crate) fn lanes(mask: u16) -> impl Iterator<Item = usize> {
+    (0..16).filter(move |i| mask >> i & 1 == 1)
+}

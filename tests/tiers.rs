@@ -1,0 +1,233 @@
+//! Every SIMD tier against the scalar reference: each blocked convolution kernel of every tier this CPU runs
+//! (at most `Isa::host()`, so `RESEDGE_ISA=avx2 cargo test --test tiers` checks that tier alone) over a
+//! boundary matrix of geometries, on 1, 2 and 3 threads; int8 must be bit-exact, f32 within 1e-4 of the
+//! largest reference value. Then whole zoo models: int8 logits byte for byte equal across tiers and
+//! thread counts.
+
+use resedge::kernels::generic;
+use resedge::kernels::packed::{Parallel, Serial};
+use resedge::kernels::registry::{self, F32ConvPacked, QConvPacked};
+use resedge::kernels::{ConvGeom, Isa, KernelFn, QConvParams, Requant, ResidualRequant};
+use resedge::plan::threads::Pool;
+use resedge::plan::{Plan, PlanOptions};
+
+mod common;
+use common::Rng;
+
+fn conv_kernels() -> (Vec<(&'static str, F32ConvPacked)>, Vec<(&'static str, QConvPacked)>) {
+    let host = Isa::host();
+    let (mut f, mut q) = (Vec::new(), Vec::new());
+    for k in registry::all().filter(|k| k.isa <= host) {
+        match k.func {
+            KernelFn::F32ConvPacked(p) => f.push((k.name, p)),
+            KernelFn::QConvPacked(p) => q.push((k.name, p)),
+            _ => {}
+        }
+    }
+    (f, q)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn geom(
+    n: usize,
+    c: usize,
+    hw: (usize, usize),
+    oc: usize,
+    k: (usize, usize),
+    s: (usize, usize),
+    d: usize,
+    p: (usize, usize, usize, usize),
+) -> ConvGeom {
+    let (h, w) = hw;
+    let out = |len: usize, k: usize, s: usize, p0: usize, p1: usize| (len + p0 + p1 - ((k - 1) * d + 1)) / s + 1;
+    ConvGeom {
+        n,
+        c_in: c,
+        h_in: h,
+        w_in: w,
+        c_out: oc,
+        h_out: out(h, k.0, s.0, p.0, p.2),
+        w_out: out(w, k.1, s.1, p.1, p.3),
+        kh: k.0,
+        kw: k.1,
+        stride_h: s.0,
+        stride_w: s.1,
+        pad_t: p.0,
+        pad_l: p.1,
+        dil_h: d,
+        dil_w: d,
+        groups: 1,
+    }
+}
+
+/// Sizes below, at and above the tiles (16/32 grid positions, 8 output channels), odd channel counts,
+/// strides 1-3, dilation, asymmetric padding, the ResNet layer shapes (small images) and the largest K.
+fn boundary_matrix() -> Vec<ConvGeom> {
+    let mut v = vec![
+        geom(1, 3, (17, 17), 8, (7, 7), (2, 2), 1, (3, 3, 3, 3)),
+        geom(1, 16, (7, 7), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(2, 16, (8, 8), 32, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+        geom(1, 64, (4, 4), 16, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
+        geom(1, 32, (7, 7), 64, (1, 1), (2, 2), 1, (0, 0, 0, 0)),
+        geom(1, 512, (3, 3), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 2048, (2, 2), 3, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
+        geom(1, 512, (1, 1), 17, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
+        geom(1, 5, (9, 11), 7, (3, 5), (1, 2), 2, (2, 0, 1, 3)),
+        geom(1, 1, (1, 1), 1, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
+        geom(1, 4, (5, 5), 1, (5, 5), (3, 3), 1, (2, 2, 2, 2)),
+    ];
+    let mut rng = Rng::new(0x7135);
+    for _ in 0..40 {
+        let k = *rng.pick(&[1usize, 2, 3, 5, 7]);
+        let s = *rng.pick(&[1usize, 1, 2, 3]);
+        let d = if rng.chance(0.2) { 2 } else { 1 };
+        let h = rng.below(20) + (k - 1) * d + 1;
+        let w = rng.below(40) + (k - 1) * d + 1;
+        let p = (rng.below(k), rng.below(k), rng.below(k), rng.below(k));
+        let c = *rng.pick(&[1usize, 2, 3, 4, 5, 8, 13, 16, 33]);
+        let oc = *rng.pick(&[1usize, 7, 8, 9, 15, 16, 17, 24]);
+        v.push(geom(1 + rng.below(2), c, (h, w), oc, (k, k), (s, s), d, p));
+    }
+    v
+}
+
+fn pools() -> Vec<Box<dyn Parallel>> {
+    vec![Box::new(Serial), Box::new(Pool::new(2)), Box::new(Pool::new(3))]
+}
+
+#[test]
+fn f32_blocked_conv_matches_scalar_on_every_tier_and_thread_count() {
+    let (kernels, _) = conv_kernels();
+    let pools = pools();
+    let mut rng = Rng::new(11);
+    for g in boundary_matrix() {
+        let x = rng.f32s(g.input_len(), -1.0, 1.0);
+        let w = rng.f32s(g.c_out * g.k(), -1.0, 1.0);
+        let bias = rng.f32s(g.c_out, -1.0, 1.0);
+        let res = rng.f32s(g.output_len(), -2.0, 2.0);
+        for (residual, clamp) in [(false, (f32::NEG_INFINITY, f32::INFINITY)), (true, (0.0, 1.5))] {
+            let r = residual.then_some(&res[..]);
+            let mut want = vec![0.0; g.output_len()];
+            generic::f32_conv2d_scalar(&g, &x, &w, &bias, r, clamp, &mut want);
+            let tol = 1e-4 * want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (name, k) in &kernels {
+                assert!((k.supports)(&g));
+                let pack = (k.pack)(&g, &w, &bias);
+                for par in &pools {
+                    let mut scratch = vec![0u8; pack.scratch_bytes(par.workers()) + 64];
+                    let off = scratch.as_ptr().align_offset(64);
+                    let mut got = vec![f32::NAN; g.output_len()];
+                    (k.run)(&g, &pack, &x, r, clamp, &mut got, &mut scratch[off..], par.as_ref());
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!((a - b).abs() <= tol, "{name} {g:?} threads {} out[{i}]: {a} vs {b}", par.workers());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn qs8_blocked_conv_is_bit_exact_on_every_tier_and_thread_count() {
+    let (_, kernels) = conv_kernels();
+    let pools = pools();
+    let mut rng = Rng::new(12);
+    for (case, g) in boundary_matrix().into_iter().enumerate() {
+        let k = g.k() as i64;
+        for trial in 0..3 {
+            // Trial 0: random; 1: every product at its extreme (accumulator limits); 2: narrow random.
+            let (x, w, x_zp) = match trial {
+                1 => {
+                    let x = vec![-128i8; g.input_len()];
+                    let w: Vec<i8> = (0..g.c_out * k as usize).map(|i| [127, -127][(i / k as usize) % 2]).collect();
+                    (x, w, 127)
+                }
+                _ => (rng.i8s(g.input_len(), -128, 127), rng.i8s(g.c_out * k as usize, -127, 127), rng.i32(-128, 127)),
+            };
+            let bias: Vec<i32> = (0..g.c_out).map(|_| rng.i32(-(1 << 20), 1 << 20)).collect();
+            // Multipliers that map the accumulator range to about ±300 (so the clamp is hit), per channel.
+            let (mult, shift): (Vec<i32>, Vec<i32>) = (0..g.c_out)
+                .map(|_| {
+                    let real =
+                        300.0 / (k as f64 * 255.0 * 127.0) * rng.uniform(0.05, if trial == 2 { 50.0 } else { 1.0 });
+                    resedge::quant::quantize_multiplier(real).unwrap()
+                })
+                .unzip();
+            let zp = rng.i32(-128, 127);
+            let (lo, hi) = if rng.chance(0.5) { (-128, 127) } else { (zp, 127) };
+            let requant = Requant { multiplier: &mult, shift: &shift, zero_point: zp, lo, hi };
+            let res = rng.i8s(g.output_len(), -128, 127);
+            for residual in [false, true] {
+                let rr = residual.then(|| {
+                    let (m, s) = resedge::quant::quantize_multiplier(rng.uniform(0.1, 3.0)).unwrap();
+                    ResidualRequant { zero_point: rng.i32(-128, 127), multiplier: m, shift: s }
+                });
+                let p = QConvParams { x_zero_point: x_zp, weight: &w, bias: &bias, requant, residual: rr };
+                let r = residual.then_some(&res[..]);
+                let mut want = vec![0i8; g.output_len()];
+                generic::qs8_conv2d_scalar(&g, &p, &x, r, &mut want);
+                for (name, kern) in &kernels {
+                    let pack = (kern.pack)(&g, &p);
+                    for par in &pools {
+                        let mut scratch = vec![0u8; pack.scratch_bytes(par.workers()) + 64];
+                        let off = scratch.as_ptr().align_offset(64);
+                        let mut got = vec![0x55i8; g.output_len()];
+                        (kern.run)(&g, &pack, &p, &x, r, &mut got, &mut scratch[off..], par.as_ref());
+                        if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
+                            panic!(
+                                "{name} case {case} trial {trial} residual {residual} threads {} {g:?}: out[{i}] = {} want {}",
+                                par.workers(),
+                                got[i],
+                                want[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whole networks: int8 logits are identical bytes on every tier and thread count; f32 logits agree to 1e-4.
+#[test]
+fn model_logits_agree_across_tiers_and_threads() {
+    let host = Isa::host();
+    for (arch, precision) in [("resnet20", "int8"), ("resnet20", "f32"), ("resnet18", "int8")] {
+        let a = resedge::zoo::arch(arch).unwrap();
+        let model = match precision {
+            "int8" => resedge::zoo::build_int8(&a, 7, resedge::quant::ActivationScheme::AsymmetricU8).unwrap(),
+            _ => resedge::zoo::build(&a, 7).unwrap(),
+        };
+        let input = resedge::zoo::random_input(a.input().iter().product(), 3);
+        let mut reference: Option<Vec<u8>> = None;
+        for &isa in Isa::ALL.iter().filter(|&&i| i <= host) {
+            for threads in [1, 2] {
+                if isa == Isa::Scalar && (threads > 1 || arch == "resnet18") {
+                    continue; // the scalar reference is single threaded and slow on ResNet-18
+                }
+                let plan = Plan::new(&model, &PlanOptions { max_isa: isa, threads, ..Default::default() }).unwrap();
+                let mut exec = plan.executor();
+                let out = exec.run(&input).unwrap().to_vec();
+                let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+                match &reference {
+                    None => reference = Some(bytes),
+                    Some(r) if precision == "int8" => {
+                        assert_eq!(
+                            r,
+                            &bytes,
+                            "{arch} {precision}: {} x{threads} differs from the first tier",
+                            isa.name()
+                        )
+                    }
+                    Some(r) => {
+                        let r: Vec<f32> = r.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                        let tol = 1e-4 * r.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                        for (a, b) in out.iter().zip(&r) {
+                            assert!((a - b).abs() <= tol, "{arch} f32 {} x{threads}: {a} vs {b}", isa.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
