@@ -188,6 +188,78 @@ fn qs8_blocked_conv_is_bit_exact_on_every_tier_and_thread_count() {
     }
 }
 
+#[test]
+fn maxpool_matches_scalar_on_every_tier() {
+    let host = Isa::host();
+    let mut rng = Rng::new(13);
+    let mut geoms = vec![
+        geom(1, 4, (112, 112), 4, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+        geom(1, 2, (3, 700), 2, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+    ];
+    for _ in 0..30 {
+        let k = rng.int(1, 5) as usize;
+        let s = rng.int(1, 3) as usize;
+        let p = rng.below(k / 2 + 1);
+        let c = rng.int(1, 5) as usize;
+        geoms.push(geom(
+            1 + rng.below(2),
+            c,
+            (k + rng.below(20), k + rng.below(40)),
+            c,
+            (k, k),
+            (s, s),
+            1,
+            (p, p, p, p),
+        ));
+    }
+    for g in geoms {
+        let xf = rng.f32s(g.input_len(), -10.0, 10.0);
+        let xq = rng.i8s(g.input_len(), -128, 127);
+        let (mut wf, mut wq) = (vec![0.0; g.output_len()], vec![0i8; g.output_len()]);
+        generic::f32_maxpool_scalar(&g, &xf, &mut wf);
+        generic::qs8_maxpool_scalar(&g, &xq, &mut wq);
+        for k in registry::all().filter(|k| k.isa <= host && k.isa > Isa::Scalar) {
+            let (mut gf, mut gq) = (vec![f32::NAN; g.output_len()], vec![0x55i8; g.output_len()]);
+            match k.func {
+                KernelFn::F32MaxPool(f) => {
+                    f(&g, &xf, &mut gf);
+                    assert_eq!(gf, wf, "{} {g:?}", k.name);
+                }
+                KernelFn::QMaxPool(f) => {
+                    f(&g, &xq, &mut gq);
+                    assert_eq!(gq, wq, "{} {g:?}", k.name);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn quantize_is_bit_exact_on_every_tier() {
+    let host = Isa::host();
+    let mut rng = Rng::new(14);
+    let mut x: Vec<f32> = vec![0.25, -0.25, 0.05, 0.65, 2.5, -2.5, 0.49999997, -0.49999997, f32::NAN, 1e30, -1e30];
+    x.extend([f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 8388609.0, -8388609.5, 12.5, -12.5]);
+    x.extend(rng.f32s(1000, -40.0, 40.0));
+    x.extend((0..200).map(|i| (i as f32 - 100.0) * 0.05));
+    for (scale, zp, lo, hi) in
+        [(0.1f32, -10, -128, 127), (0.05, 0, 0, 127), (1.0, 127, -128, 127), (0.013, -128, -100, 90)]
+    {
+        for len in [0, 1, 15, 16, 17, x.len()] {
+            let mut want = vec![0i8; len];
+            generic::quantize_scalar(scale, zp, lo, hi, &x[..len], &mut want);
+            for k in registry::all().filter(|k| k.isa <= host && k.isa > Isa::Scalar) {
+                if let KernelFn::Quantize(f) = k.func {
+                    let mut got = vec![0x55i8; len];
+                    f(scale, zp, lo, hi, &x[..len], &mut got);
+                    assert_eq!(got, want, "{} scale {scale} zp {zp} len {len}", k.name);
+                }
+            }
+        }
+    }
+}
+
 /// Whole networks: int8 logits are identical bytes on every tier and thread count; f32 logits agree to 1e-4.
 #[test]
 fn model_logits_agree_across_tiers_and_threads() {

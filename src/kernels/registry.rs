@@ -197,6 +197,9 @@ kernels! {
     f32_conv2d_blocked_avx2: Avx2, F32ConvPacked(x86::F32_CONV_AVX2);
     qs8_conv2d_requant_vnni: Avx512Vnni, QConvPacked(x86::QS8_CONV_VNNI);
     qs8_conv2d_requant_avx2: Avx2, QConvPacked(x86::QS8_CONV_AVX2);
+    f32_maxpool_avx2: Avx2, F32MaxPool(x86::f32_maxpool_avx2);
+    qs8_maxpool_avx2: Avx2, QMaxPool(x86::qs8_maxpool_avx2);
+    qs8_quantize_avx512: Avx512, Quantize(x86::quantize_avx512);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
