@@ -19,9 +19,10 @@ use std::prelude::v1::*;
 pub trait Parallel: Sync {
     /// Number of workers (>= 1).
     fn workers(&self) -> usize;
-    /// Calls `f(w)` once for every worker index `w` in `0..workers()`, concurrently, and returns when all
-    /// calls have returned. Worker 0 is the calling thread.
-    fn broadcast(&self, f: &(dyn Fn(usize) + Sync));
+    /// Calls `f(worker, task)` exactly once for every task in `0..tasks`, on any workers (the calling thread
+    /// is worker 0; no two concurrent calls share a worker index), and returns when all calls have returned.
+    /// Tasks are claimed one by one, so a worker the OS does not schedule never delays the others.
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize, usize) + Sync));
 }
 
 /// One worker: the calling thread.
@@ -31,8 +32,8 @@ impl Parallel for Serial {
     fn workers(&self) -> usize {
         1
     }
-    fn broadcast(&self, f: &(dyn Fn(usize) + Sync)) {
-        f(0)
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        (0..tasks).for_each(|t| f(0, t))
     }
 }
 

@@ -84,7 +84,7 @@ fn run(
             fill_planes(g, &pl, xn, ch, |v| v, 0.0, out);
         };
         // SAFETY: the registry lists each tile fn under the tier that provides its features.
-        drive(g, pack, par, &fill, &|_, _| {}, &|_, t, b| unsafe { tile(&ctx, t, b) });
+        drive(g, pack, true, par, &fill, &|_, _| {}, &|_, t, b| unsafe { tile(&ctx, t, b) });
     }
 }
 

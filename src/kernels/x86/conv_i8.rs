@@ -95,7 +95,9 @@ fn run(
         };
         // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
         // touches panel w.
-        drive(g, pack, par, &fill, &|w, t| unsafe { tile(&ctx, w, t) }, &|w, t, b| unsafe { block(&ctx, w, t, b) });
+        drive(g, pack, false, par, &fill, &|w, t| unsafe { tile(&ctx, w, t) }, &|w, t, b| unsafe {
+            block(&ctx, w, t, b)
+        });
     }
 }
 

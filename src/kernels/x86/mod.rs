@@ -5,7 +5,7 @@
 //! outside the planner (tests, benches) must likewise only call kernels with `isa <= Isa::detect()`.
 //!
 //! Work split: per image, the phase planes are filled (split by input channel when large), then the
-//! (tile, weight block) tasks are dealt out tile-major in equal contiguous shares, one per worker. Every
+//! (tile, weight block) pairs, tile-major, are cut into a few contiguous chunks per worker. Every
 //! output element is computed by the same code whatever the worker count, so results (f32 included) do not
 //! depend on the number of threads.
 
@@ -45,7 +45,7 @@ pub fn detect() -> Isa {
 /// A raw pointer shared by the workers of one kernel call, each touching a disjoint part.
 #[derive(Clone, Copy)]
 pub(crate) struct Shared<T>(pub *mut T);
-// SAFETY: only used to hand disjoint output / scratch regions to the workers of one broadcast, which
+// SAFETY: only used to hand disjoint output / scratch regions to the tasks of one `Parallel::run`, which
 // returns before the borrowed buffers do.
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
@@ -68,9 +68,12 @@ const PARALLEL_FILL: usize = 1 << 15;
 
 /// The blocked convolution loop of one image: fill the planes (`fill(channels)`), then run the tasks of
 /// each worker: `tile(worker, t)` once per tile before its blocks, `block(worker, t, b)` per task.
+/// Tasks go tile-major (a tile's input stays in cache across the weight blocks) unless `weights_first`
+/// and the tiles are few: then block-major, so large weight sets (7x7x512 layers) stream only once.
 pub(crate) fn drive(
     g: &ConvGeom,
     pack: &ConvPack,
+    weights_first: bool,
     par: &dyn Parallel,
     fill: &(dyn Fn(core::ops::Range<usize>) + Sync),
     tile: &(dyn Fn(usize, usize) + Sync),
@@ -81,14 +84,18 @@ pub(crate) fn drive(
     if workers == 1 || plane_elems < PARALLEL_FILL {
         fill(0..g.c_in);
     } else {
-        par.broadcast(&|w| fill(share(g.c_in, workers, w)));
+        let parts = g.c_in.min(4 * workers);
+        par.run(parts, &|_, i| fill(share(g.c_in, parts, i)));
     }
     let blocks = pack.blocks(g.c_out);
-    let tasks = pack.tiles * blocks;
-    par.broadcast(&|w| {
+    let tiles = pack.tiles;
+    let block_major = weights_first && tiles <= 4;
+    // A few chunks per worker: enough to balance, few enough that each keeps its tile across blocks.
+    let chunks = if workers == 1 { 1 } else { (tiles * blocks).min(4 * workers) };
+    par.run(chunks, &|w, chunk| {
         let mut current = usize::MAX;
-        for t in share(tasks, workers, w) {
-            let (ti, bi) = (t / blocks, t % blocks);
+        for t in share(tiles * blocks, chunks, chunk) {
+            let (ti, bi) = if block_major { (t % tiles, t / tiles) } else { (t / blocks, t % blocks) };
             if ti != current {
                 tile(w, ti);
                 current = ti;
