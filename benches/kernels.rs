@@ -2,8 +2,9 @@
 //! Throughput is reported as 2 * MACs operations per iteration.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use resedge::kernels::registry::KERNELS;
-use resedge::kernels::{ConvGeom, KernelFn, QConvParams, Requant};
+use resedge::kernels::packed::Serial;
+use resedge::kernels::registry;
+use resedge::kernels::{ConvGeom, Isa, KernelFn, QConvParams, Requant};
 
 /// Parses `name c_in h w c_out k stride pad` lines.
 fn shapes() -> Vec<(String, ConvGeom)> {
@@ -58,13 +59,31 @@ fn conv(c: &mut Criterion) {
             requant: Requant { multiplier: &mult, shift: &shift, zero_point: 0, lo: -128, hi: 127 },
             residual: None,
         };
-        for k in KERNELS {
+        // Every kernel this CPU runs (the scalar one is the baseline), single threaded.
+        for k in registry::all().filter(|k| k.isa <= Isa::detect()) {
             match k.func {
                 KernelFn::F32Conv(f) => g.bench_function(format!("{}/{layer}", k.name), |b| {
                     b.iter(|| f(&geom, &x32, &w32, &b32, None, (0.0, f32::INFINITY), &mut y32))
                 }),
                 KernelFn::QConv(f) => {
                     g.bench_function(format!("{}/{layer}", k.name), |b| b.iter(|| f(&geom, &p, &x8, None, &mut y8)))
+                }
+                KernelFn::F32ConvPacked(f) => {
+                    let pack = (f.pack)(&geom, &w32, &b32);
+                    let mut scratch = vec![0u8; pack.scratch_bytes(1) + 64];
+                    let off = scratch.as_ptr().align_offset(64);
+                    let clamp = (0.0, f32::INFINITY);
+                    g.bench_function(format!("{}/{layer}", k.name), |b| {
+                        b.iter(|| (f.run)(&geom, &pack, &x32, None, clamp, &mut y32, &mut scratch[off..], &Serial))
+                    })
+                }
+                KernelFn::QConvPacked(f) => {
+                    let pack = (f.pack)(&geom, &p);
+                    let mut scratch = vec![0u8; pack.scratch_bytes(1) + 64];
+                    let off = scratch.as_ptr().align_offset(64);
+                    g.bench_function(format!("{}/{layer}", k.name), |b| {
+                        b.iter(|| (f.run)(&geom, &pack, &p, &x8, None, &mut y8, &mut scratch[off..], &Serial))
+                    })
                 }
                 _ => continue,
             };

@@ -14,7 +14,9 @@ use resedge::plan::{Plan, PlanOptions};
 mod common;
 use common::Rng;
 
-fn conv_kernels() -> (Vec<(&'static str, F32ConvPacked)>, Vec<(&'static str, QConvPacked)>) {
+type Named<T> = Vec<(&'static str, T)>;
+
+fn conv_kernels() -> (Named<F32ConvPacked>, Named<QConvPacked>) {
     let host = Isa::host();
     let (mut f, mut q) = (Vec::new(), Vec::new());
     for k in registry::all().filter(|k| k.isa <= host) {

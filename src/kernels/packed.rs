@@ -106,7 +106,7 @@ pub struct ConvPack {
 impl ConvPack {
     /// Geometry, offsets and lane tables for `g` (groups must be 1). `nr` must be a multiple of 16.
     pub fn new(g: &ConvGeom, mr: usize, nr: usize, kgroup: usize, elem: usize) -> ConvPack {
-        debug_assert!(g.groups == 1 && nr % 16 == 0);
+        debug_assert!(g.groups == 1 && nr.is_multiple_of(16));
         let (sh, sw) = (g.stride_h, g.stride_w);
         let (max_ry, max_rx) = ((g.kh - 1) * g.dil_h / sh, (g.kw - 1) * g.dil_w / sw);
         let (hg, wg) = (g.h_out + max_ry, g.w_out + max_rx);

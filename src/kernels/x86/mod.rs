@@ -20,11 +20,12 @@ pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2};
 pub use quantize::quantize_avx512;
 
 use super::packed::{share, ConvPack, Parallel};
-use super::{ConvGeom, Isa};
+use super::ConvGeom;
 
 /// The best tier this CPU supports.
 #[cfg(feature = "std")]
-pub fn detect() -> Isa {
+pub fn detect() -> super::Isa {
+    use super::Isa;
     let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
     let avx512 = avx2
         && std::is_x86_feature_detected!("avx512f")
