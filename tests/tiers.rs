@@ -262,6 +262,45 @@ fn quantize_is_bit_exact_on_every_tier() {
     }
 }
 
+#[test]
+fn qs8_add_is_bit_exact_on_every_tier() {
+    use resedge::kernels::AddParams;
+    let host = Isa::host();
+    let mut rng = Rng::new(15);
+    // Every (a, b) pair once, then zero points, multipliers (tiny to huge) and clamps at random.
+    let (a, b): (Vec<i8>, Vec<i8>) = (0..65536).map(|i| ((i & 255) as u8 as i8, (i >> 8) as u8 as i8)).unzip();
+    for trial in 0..40 {
+        let mut pair = |rng: &mut Rng| {
+            let real = if trial % 4 == 0 { 2f64.powf(rng.uniform(-30.0, 29.0)) } else { rng.uniform(0.05, 2.0) };
+            resedge::quant::quantize_multiplier(real).unwrap()
+        };
+        let ((am, ash), (bm, bsh)) = (pair(&mut rng), pair(&mut rng));
+        let zp = rng.i32(-128, 127);
+        let (lo, hi) = if trial % 2 == 0 { (-128, 127) } else { (zp, 127) };
+        let p = AddParams {
+            a_zero_point: rng.i32(-128, 127),
+            a_multiplier: am,
+            a_shift: ash,
+            b_zero_point: rng.i32(-128, 127),
+            b_multiplier: bm,
+            b_shift: bsh,
+            zero_point: zp,
+            lo,
+            hi,
+        };
+        let len = if trial < 3 { [0, 1, 17][trial] } else { a.len() };
+        let mut want = vec![0i8; len];
+        generic::qs8_add_scalar(&p, &a[..len], &b[..len], &mut want);
+        for k in registry::all().filter(|k| k.isa <= host && k.isa > Isa::Scalar) {
+            if let KernelFn::QAdd(f) = k.func {
+                let mut got = vec![0x55i8; len];
+                f(&p, &a[..len], &b[..len], &mut got);
+                assert_eq!(got, want, "{} {p:?}", k.name);
+            }
+        }
+    }
+}
+
 /// Whole networks: int8 logits are identical bytes on every tier and thread count; f32 logits agree to 1e-4.
 #[test]
 fn model_logits_agree_across_tiers_and_threads() {

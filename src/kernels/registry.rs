@@ -200,6 +200,7 @@ kernels! {
     f32_maxpool_avx2: Avx2, F32MaxPool(x86::f32_maxpool_avx2);
     qs8_maxpool_avx2: Avx2, QMaxPool(x86::qs8_maxpool_avx2);
     qs8_quantize_avx512: Avx512, Quantize(x86::quantize_avx512);
+    qs8_add_requant_avx512: Avx512, QAdd(x86::qs8_add_avx512);
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -160,7 +160,7 @@ unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
 /// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn requant64(acc: __m512i, m: i32, s: i32) -> (__m512i, __m512i) {
+pub(super) fn requant64(acc: __m512i, m: i32, s: i32) -> (__m512i, __m512i) {
     let mv = _mm512_set1_epi64(m as i64);
     let rnd = _mm512_set1_epi64(1i64 << (s - 1));
     let sh = _mm_cvtsi32_si128(s);
@@ -172,7 +172,7 @@ fn requant64(acc: __m512i, m: i32, s: i32) -> (__m512i, __m512i) {
 /// Saturation of i64 lanes to i32 (the requantize result is an i32).
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn sat32(v: __m512i) -> __m512i {
+pub(super) fn sat32(v: __m512i) -> __m512i {
     _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(i32::MIN as i64)), _mm512_set1_epi64(i32::MAX as i64))
 }
 

@@ -1,5 +1,5 @@
 //! x86_64 kernels: AVX2 + FMA, AVX-512 and AVX-512 VNNI tiers of the blocked convolution
-//! ([`super::packed`]), f32 and int8, max pooling and quantization. Each entry point is a plain fn that
+//! ([`super::packed`]), f32 and int8, max pooling, quantization and the int8 residual add. Each entry point is a plain fn that
 //! the registry lists under the tier it needs; the planner only picks it when the CPU has that tier
 //! ([`detect`], `RESEDGE_ISA`), which is what makes the `#[target_feature]` calls inside sound. Callers
 //! outside the planner (tests, benches) must likewise only call kernels with `isa <= Isa::detect()`.
@@ -11,11 +11,13 @@
 
 mod conv_f32;
 mod conv_i8;
+mod eltwise;
 mod pool;
 mod quantize;
 
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
 pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};
+pub use eltwise::qs8_add_avx512;
 pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2};
 pub use quantize::quantize_avx512;
 
