@@ -196,8 +196,11 @@ pub fn random_input(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Min/max of the input and of every node output of `model` (already optimized) over `inputs`.
+/// Runs the scalar reference: SIMD f32 sums differ in the last bits, and the ranges (hence the int8 file)
+/// must not depend on the CPU that made them.
 pub fn calibrate_minmax(model: &Model<'_>, inputs: &[Vec<f32>]) -> Result<Ranges> {
-    let plan = Plan::new(model, &PlanOptions { optimize: false, ..Default::default() })?;
+    let opts = PlanOptions { optimize: false, max_isa: crate::kernels::Isa::Scalar, ..Default::default() };
+    let plan = Plan::new(model, &opts)?;
     let mut exec = plan.executor();
     let mut ranges = Ranges::new();
     let mut widen = |name: &str, v: &[f32]| {
