@@ -17,9 +17,8 @@ unsafe fn run(p: &AddParams, a: &[i8], b: &[i8], y: &mut [i8]) {
     for i in (0..n).step_by(16) {
         let keep = if n - i >= 16 { u16::MAX } else { ((1u32 << (n - i)) - 1) as u16 };
         // SAFETY: `keep` covers only elements below n (masked lanes never fault).
-        let (va, vb) = unsafe {
-            (_mm_maskz_loadu_epi8(keep, a.as_ptr().add(i)), _mm_maskz_loadu_epi8(keep, b.as_ptr().add(i)))
-        };
+        let (va, vb) =
+            unsafe { (_mm_maskz_loadu_epi8(keep, a.as_ptr().add(i)), _mm_maskz_loadu_epi8(keep, b.as_ptr().add(i))) };
         let (ae, ao) = requant64(_mm512_sub_epi32(_mm512_cvtepi8_epi32(va), za), p.a_multiplier, p.a_shift);
         let (be, bo) = requant64(_mm512_sub_epi32(_mm512_cvtepi8_epi32(vb), zb), p.b_multiplier, p.b_shift);
         let fin = |u: __m512i, v: __m512i| {
