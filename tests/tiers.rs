@@ -270,7 +270,7 @@ fn qs8_add_is_bit_exact_on_every_tier() {
     // Every (a, b) pair once, then zero points, multipliers (tiny to huge) and clamps at random.
     let (a, b): (Vec<i8>, Vec<i8>) = (0..65536).map(|i| ((i & 255) as u8 as i8, (i >> 8) as u8 as i8)).unzip();
     for trial in 0..40 {
-        let mut pair = |rng: &mut Rng| {
+        let pair = |rng: &mut Rng| {
             let real = if trial % 4 == 0 { 2f64.powf(rng.uniform(-30.0, 29.0)) } else { rng.uniform(0.05, 2.0) };
             resedge::quant::quantize_multiplier(real).unwrap()
         };
