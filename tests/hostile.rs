@@ -1142,10 +1142,7 @@ fn fuzz_seed_corpus_is_valid() {
         ("tiny-u8", ActivationScheme::AsymmetricU8),
         ("tiny-i8-symmetric", ActivationScheme::SymmetricI8),
     ] {
-        seeds.push((
-            name,
-            lower_to_int8(&f32_model, &qparams_from_ranges(&ranges, scheme), &Default::default()).unwrap(),
-        ));
+        seeds.push((name, lower_to_int8(&f32_model, &qparams_from_ranges(&ranges, scheme), &Default::default()).unwrap()));
     }
     for (name, m) in seeds {
         let bytes = format::save(&m).unwrap();

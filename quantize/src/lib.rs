@@ -1,8 +1,8 @@
 //! `resedge-quantize` as a library: ONNX import / export, calibration, int8 lowering with reports.
 //! The binary (`main.rs`) is a thin CLI over these modules.
 
-pub mod meta;
 pub mod onnx;
+pub mod meta;
 
 use anyhow::{Context, Result};
 use resedge::graph::Model;

@@ -24,8 +24,7 @@ pub struct MetaArgs {
 impl MetaArgs {
     /// Sets `model.preprocess` and `model.labels` (keeping what the model has when no flag is given).
     pub fn apply(&self, model: &mut Model<'_>) -> Result<()> {
-        let [_, h, w] =
-            <[usize; 3]>::try_from(model.graph.input.shape.as_slice()).context("input must be [C, H, W]")?;
+        let [_, h, w] = <[usize; 3]>::try_from(model.graph.input.shape.as_slice()).context("input must be [C, H, W]")?;
         let preset = match self.preprocess.as_deref() {
             Some("cifar10") => Some(Preprocess::cifar10()),
             Some("imagenet") => Some(Preprocess { resize: h * 256 / 224, crop: [h, w], ..Preprocess::imagenet() }),

@@ -74,12 +74,7 @@ pub fn lower_to_int8(model: &Model<'_>, qparams: &QParamMap, keep_float: &BTreeS
                     let qv = format!("{orig}.quantized");
                     if !qof.contains_key(&qv) {
                         let op = Op::Quantize;
-                        out.graph.nodes.push(Node {
-                            name: qv.clone(),
-                            op,
-                            inputs: vec![slot.clone()],
-                            output_q: Some(q),
-                        });
+                        out.graph.nodes.push(Node { name: qv.clone(), op, inputs: vec![slot.clone()], output_q: Some(q) });
                         qof.insert(qv.clone(), Some(q));
                     }
                     *slot = qv;

@@ -187,11 +187,7 @@ impl Importer {
 
     fn node(&mut self, node: &NodeProto) -> Result<()> {
         let a = Attrs(node);
-        ensure!(
-            node.domain.is_empty() || node.domain == "ai.onnx",
-            "operator domain `{}` is not supported",
-            node.domain
-        );
+        ensure!(node.domain.is_empty() || node.domain == "ai.onnx", "operator domain `{}` is not supported", node.domain);
         ensure!(!node.output.is_empty(), "node has no output");
         // Constants fold; everything downstream of a poisoned value is poisoned (reported once).
         if node.op_type == "Constant" {
@@ -360,14 +356,7 @@ impl Importer {
         if let Some(b) = &bias {
             ensure!(b.len() == oc, "Conv bias has {} values for {oc} channels", b.len());
         }
-        let op = Op::Conv {
-            out_channels: oc,
-            window,
-            groups,
-            bias: bias.is_some(),
-            residual: false,
-            activation: Activation::None,
-        };
+        let op = Op::Conv { out_channels: oc, window, groups, bias: bias.is_some(), residual: false, activation: Activation::None };
         let name = self.emit(node, op, vec![x]);
         self.tensors.insert(format!("{name}.weight"), Tensor::from_f32(w.shape.clone(), w.f32("Conv weight")?));
         if let Some(b) = bias {
@@ -500,17 +489,10 @@ impl Importer {
             match self.consts.get(name) {
                 Some(z) => {
                     ensure!(z.all_zero() && z.shape.len() == 4, "Concat of a non-zero constant is not supported");
-                    if src.is_none() {
-                        before += z.shape[1]
-                    } else {
-                        after += z.shape[1]
-                    }
+                    if src.is_none() { before += z.shape[1] } else { after += z.shape[1] }
                 }
                 None => {
-                    ensure!(
-                        src.is_none(),
-                        "Concat of two computed values is not supported (only option-A zero padding)"
-                    );
+                    ensure!(src.is_none(), "Concat of two computed values is not supported (only option-A zero padding)");
                     src = Some(self.shortcut_source(name)?);
                 }
             }
@@ -561,12 +543,7 @@ impl Importer {
     fn dequantize(&mut self, node: &NodeProto) -> Result<()> {
         let src = node.input.first().context("missing input")?;
         if let Some(q) = self.consts.get(src) {
-            let folded = dequantize_const(
-                q,
-                self.konst(&node.input[1], "scale")?,
-                self.opt_konst(node, 2),
-                Attrs(node).int("axis", 1),
-            )?;
+            let folded = dequantize_const(q, self.konst(&node.input[1], "scale")?, self.opt_konst(node, 2), Attrs(node).int("axis", 1))?;
             self.consts.insert(node.output[0].clone(), folded);
             return Ok(());
         }
@@ -605,14 +582,10 @@ fn dequantize_const(q: &Array, scale: &Array, zp: Option<&Array>, axis: i64) -> 
         let ax = ax as usize;
         ensure!(q.shape[ax] == scales.len(), "{} scales for axis {ax} of size {}", scales.len(), q.shape[ax]);
         let inner: usize = q.shape[ax + 1..].iter().product();
-        values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                let c = (i / inner.max(1)) % scales.len();
-                ((v - zps[c]) * scales[c]) as f32
-            })
-            .collect()
+        values.iter().enumerate().map(|(i, &v)| {
+            let c = (i / inner.max(1)) % scales.len();
+            ((v - zps[c]) * scales[c]) as f32
+        }).collect()
     };
     Ok(Array { shape: q.shape.clone(), data: Data::F32(out) })
 }
@@ -628,27 +601,9 @@ fn transpose(w: &Array) -> Result<Array> {
 /// Ops the importer understands, listed in the unsupported-ops error.
 pub fn supported_ops() -> BTreeSet<&'static str> {
     [
-        "Conv",
-        "BatchNormalization",
-        "Relu",
-        "Clip",
-        "Add",
-        "MaxPool",
-        "AveragePool",
-        "GlobalAveragePool",
-        "Flatten",
-        "Reshape",
-        "Gemm",
-        "MatMul",
-        "Softmax",
-        "Slice",
-        "Concat",
-        "Pad",
-        "Constant",
-        "Identity",
-        "Dropout",
-        "QuantizeLinear",
-        "DequantizeLinear",
+        "Conv", "BatchNormalization", "Relu", "Clip", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
+        "Flatten", "Reshape", "Gemm", "MatMul", "Softmax", "Slice", "Concat", "Pad", "Constant", "Identity",
+        "Dropout", "QuantizeLinear", "DequantizeLinear",
     ]
     .into_iter()
     .collect()

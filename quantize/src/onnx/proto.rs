@@ -74,10 +74,7 @@ fn checked_numel(dims: &[i64], what: &str) -> Result<(Vec<usize>, usize)> {
     for &d in dims {
         ensure!(d >= 0, "{what}: negative dimension {d}");
         let d = usize::try_from(d).context("dimension")?;
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMENTS)
-            .with_context(|| format!("{what}: shape {dims:?} too large"))?;
+        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).with_context(|| format!("{what}: shape {dims:?} too large"))?;
         shape.push(d);
     }
     Ok((shape, n))
@@ -96,10 +93,7 @@ fn sized<T>(v: Vec<T>, n: usize, what: &str) -> Result<Vec<T>> {
 /// Decodes a tensor stored inside the file (external data is rejected with a clear error).
 pub fn array(t: &TensorProto) -> Result<Array> {
     let what = format!("tensor `{}`", t.name);
-    ensure!(
-        t.external_data.is_empty(),
-        "{what}: external data files are not supported; re-save with the weights inside"
-    );
+    ensure!(t.external_data.is_empty(), "{what}: external data files are not supported; re-save with the weights inside");
     let (shape, n) = checked_numel(&t.dims, &what)?;
     let raw = &t.raw_data;
     let dt = DataType::from_i32(t.data_type);
