@@ -3,8 +3,9 @@
 //! and 16 `SMMLA`s = 512 multiply-adds.
 
 use super::epilogue::{run_q, QAcc};
-use super::neon::qs8_pack;
-use crate::kernels::im2col::{scratch_len, Operands, TILE};
+use super::neon::any_geometry;
+use crate::kernels::im2col::{self, Operands, TILE};
+use crate::kernels::packed::{ConvPack, Parallel};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::aarch64::*;
@@ -12,9 +13,19 @@ use core::arch::asm;
 
 const KB: usize = 8;
 
-fn qs8_conv(g: &ConvGeom, p: &QConvParams<'_>, x: &[i8], r: Option<&[i8]>, y: &mut [i8], s: &mut [i8]) {
+#[allow(clippy::too_many_arguments)]
+fn qs8_conv(
+    g: &ConvGeom,
+    pack: &ConvPack,
+    p: &QConvParams<'_>,
+    x: &[i8],
+    r: Option<&[i8]>,
+    y: &mut [i8],
+    s: &mut [u8],
+    _: &dyn Parallel,
+) {
     // SAFETY: the planner picks this kernel only on CPUs with i8mm (module contract).
-    unsafe { run_q(g, p, x, r, y, s, KB, |o, acc| micro(o, acc)) }
+    unsafe { run_q(g, pack, p, x, r, y, s, KB, |o, acc| micro(o, acc)) }
 }
 
 /// # Safety
@@ -57,4 +68,4 @@ fn micro(o: &Operands<'_, i8>, acc: &mut QAcc) {
 }
 
 pub const QS8_CONV_NEONI8MM: QConv =
-    QConv { run: qs8_conv, pack: |g, w, b, zp| qs8_pack(g, w, b, zp, KB), scratch: |g| scratch_len(g, KB) };
+    QConv { supports: any_geometry, pack: |g, p| im2col::pack_i8(g, p, KB), run: qs8_conv };
