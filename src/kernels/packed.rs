@@ -273,6 +273,10 @@ pub fn fill_planes<T: Copy, U: Copy>(
                     };
                     row[..first].fill(pad);
                     row[end..].fill(pad);
+                    if first == end {
+                        // A phase column with no input column in it (stride wider than the padded row).
+                        continue;
+                    }
                     let x0 = first * p.sw + b - g.pad_l;
                     let src = &xc[iy * g.w_in + x0..];
                     if p.sw == 1 {
