@@ -38,6 +38,8 @@ struct Shared {
     wake: Condvar,
     stop: AtomicBool,
     panicked: AtomicBool,
+    /// Workers that have started running (thread start-up allocates; [`Pool::new`] waits for it).
+    started: AtomicUsize,
 }
 
 /// A fixed set of worker threads.
@@ -58,6 +60,7 @@ impl Pool {
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
         });
         let handles = (1..threads.max(1))
             .map(|w| {
@@ -68,6 +71,11 @@ impl Pool {
                     .expect("spawning a worker thread")
             })
             .collect();
+        let handles: Vec<JoinHandle<()>> = handles;
+        // Thread start-up (std's per-thread state) allocates: finish it here, not in the first run.
+        while shared.started.load(Ordering::Acquire) < handles.len() {
+            std::thread::yield_now();
+        }
         Pool { shared, handles, caller: Mutex::new(0) }
     }
 }
@@ -98,6 +106,7 @@ fn execute(s: &Shared, slot: Slot, worker: usize) {
 }
 
 fn worker(s: &Shared, index: usize) {
+    s.started.fetch_add(1, Ordering::AcqRel);
     let mut seen = 0u64;
     loop {
         let mut spins = 0;
