@@ -140,36 +140,20 @@ fn detect() -> Isa {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {
-    let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-    let avx512 = avx2
-        && std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512bw")
-        && std::is_x86_feature_detected!("avx512vl")
-        && std::is_x86_feature_detected!("avx512dq");
-    if avx512 && std::is_x86_feature_detected!("avx512vnni") {
-        Isa::Avx512Vnni
-    } else if avx512 {
-        Isa::Avx512
-    } else if avx2 {
-        Isa::Avx2
-    } else {
-        Isa::Scalar
+    // Runtime detection with std, the compile-time target features without.
+    #[cfg(feature = "std")]
+    macro_rules! has {
+        ($($f:tt),*) => { true $(&& std::is_x86_feature_detected!($f))* };
     }
-}
-
-#[cfg(all(target_arch = "x86_64", not(feature = "std")))]
-fn detect() -> Isa {
-    let avx2 = cfg!(all(target_feature = "avx2", target_feature = "fma"));
-    let avx512 = avx2
-        && cfg!(all(
-            target_feature = "avx512f",
-            target_feature = "avx512bw",
-            target_feature = "avx512vl",
-            target_feature = "avx512dq"
-        ));
-    if avx512 && cfg!(target_feature = "avx512vnni") {
+    #[cfg(not(feature = "std"))]
+    macro_rules! has {
+        ($($f:tt),*) => { true $(&& cfg!(target_feature = $f))* };
+    }
+    let avx2 = has!("avx2", "fma");
+    let avx512 = avx2 && has!("avx512f", "avx512bw", "avx512vl", "avx512dq");
+    if avx512 && has!("avx512vnni") {
         Isa::Avx512Vnni
     } else if avx512 {
         Isa::Avx512

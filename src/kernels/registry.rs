@@ -32,49 +32,35 @@ pub type F32Conv = ConvKernel<F32ConvFn, fn(&ConvGeom, &F32ConvParams<'_>) -> Co
 /// int8: packs from the weights, bias and input zero point of the parameters.
 pub type QConv = ConvKernel<QConvFn, fn(&ConvGeom, &QConvParams<'_>) -> ConvPack>;
 
-impl F32Conv {
-    /// Packs, allocates scratch and runs once on one thread (tests, benches; the executor packs once per plan).
-    pub fn call(&self, g: &ConvGeom, p: &F32ConvParams<'_>, x: &[f32], r: Option<&[f32]>, y: &mut [f32]) {
-        self.call_on(&Serial, g, p, x, r, y)
-    }
+macro_rules! one_shot_calls {
+    ($kernel:ty, $params:ty, $t:ty) => {
+        impl $kernel {
+            /// Packs, allocates scratch and runs once on one thread (tests, benches; the executor packs once
+            /// per plan).
+            pub fn call(&self, g: &ConvGeom, p: &$params, x: &[$t], r: Option<&[$t]>, y: &mut [$t]) {
+                self.call_on(&Serial, g, p, x, r, y)
+            }
 
-    /// [`F32Conv::call`] on the workers of `par`.
-    pub fn call_on(
-        &self,
-        par: &dyn Parallel,
-        g: &ConvGeom,
-        p: &F32ConvParams<'_>,
-        x: &[f32],
-        r: Option<&[f32]>,
-        y: &mut [f32],
-    ) {
-        let pack = (self.pack)(g, p);
-        let mut scratch = Scratch::new(pack.scratch_bytes(par.workers()));
-        (self.run)(g, &pack, p, x, r, y, scratch.bytes(), par)
-    }
+            /// `call` on the workers of `par`.
+            pub fn call_on(
+                &self,
+                par: &dyn Parallel,
+                g: &ConvGeom,
+                p: &$params,
+                x: &[$t],
+                r: Option<&[$t]>,
+                y: &mut [$t],
+            ) {
+                let pack = (self.pack)(g, p);
+                let mut scratch = Scratch::new(pack.scratch_bytes(par.workers()));
+                (self.run)(g, &pack, p, x, r, y, scratch.bytes(), par)
+            }
+        }
+    };
 }
 
-impl QConv {
-    /// Packs, allocates scratch and runs once on one thread (tests, benches; the executor packs once per plan).
-    pub fn call(&self, g: &ConvGeom, p: &QConvParams<'_>, x: &[i8], r: Option<&[i8]>, y: &mut [i8]) {
-        self.call_on(&Serial, g, p, x, r, y)
-    }
-
-    /// [`QConv::call`] on the workers of `par`.
-    pub fn call_on(
-        &self,
-        par: &dyn Parallel,
-        g: &ConvGeom,
-        p: &QConvParams<'_>,
-        x: &[i8],
-        r: Option<&[i8]>,
-        y: &mut [i8],
-    ) {
-        let pack = (self.pack)(g, p);
-        let mut scratch = Scratch::new(pack.scratch_bytes(par.workers()));
-        (self.run)(g, &pack, p, x, r, y, scratch.bytes(), par)
-    }
-}
+one_shot_calls!(F32Conv, F32ConvParams<'_>, f32);
+one_shot_calls!(QConv, QConvParams<'_>, i8);
 
 fn any_geometry(_: &ConvGeom) -> bool {
     true

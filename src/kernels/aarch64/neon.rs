@@ -2,30 +2,15 @@
 //! `SADALP` (k block 16). The int16 pair sums are exact because weights lie in [-127, 127] and activations
 //! are raw int8: 2 * 128 * 127 = 32512 (spec 2, 11.3).
 
-use super::epilogue::{run_q, store_f32, FAcc, QAcc};
+use super::epilogue::{store_f32, FAcc, QAcc};
 use crate::kernels::im2col::{self, for_each_tile, interleave, scratch_of, Operands, Packing, TILE};
-use crate::kernels::packed::{ConvPack, Parallel};
+use crate::kernels::packed::ConvPack;
 use crate::kernels::registry::{F32Conv, QConv};
-use crate::kernels::{ConvGeom, F32ConvParams, QConvParams};
+use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::aarch64::*;
 
 /// k block of the int8 NEON kernel.
 const QKB: usize = 16;
-
-#[allow(clippy::too_many_arguments)]
-fn f32_conv(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &F32ConvParams<'_>,
-    x: &[f32],
-    r: Option<&[f32]>,
-    y: &mut [f32],
-    s: &mut [u8],
-    _: &dyn Parallel,
-) {
-    // SAFETY: NEON is part of every AArch64 target this module is built for.
-    unsafe { f32_conv_neon(g, pack, p, x, r, y, scratch_of(pack, s)) }
-}
 
 #[target_feature(enable = "neon")]
 fn f32_conv_neon(
@@ -77,21 +62,6 @@ fn f32_micro(o: &Operands<'_, f32>, acc: &mut FAcc) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn qs8_conv(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &QConvParams<'_>,
-    x: &[i8],
-    r: Option<&[i8]>,
-    y: &mut [i8],
-    s: &mut [u8],
-    _: &dyn Parallel,
-) {
-    // SAFETY: NEON is part of every AArch64 target this module is built for.
-    unsafe { run_q(g, pack, p, x, r, y, s, QKB, |o, acc| qs8_micro(o, acc)) }
-}
-
 /// 8 channels x 8 pixels as four 4x4 sub-tiles; each (channel, pixel) pair accumulates 16 products per
 /// k block in one i32x4 (`SMULL`, `SMLAL2`, `SADALP`), summed across lanes at the end.
 #[inline]
@@ -131,8 +101,12 @@ pub(super) fn any_geometry(_: &ConvGeom) -> bool {
     true
 }
 
-pub const F32_CONV_NEON: F32Conv =
-    F32Conv { supports: any_geometry, pack: |g, p| im2col::pack_f32(g, p, 1), run: f32_conv };
+pub const F32_CONV_NEON: F32Conv = F32Conv {
+    supports: any_geometry,
+    pack: |g, p| im2col::pack_f32(g, p, 1),
+    // SAFETY: NEON is part of every AArch64 target this module is built for.
+    run: |g, pack, p, x, r, y, s, _| unsafe { f32_conv_neon(g, pack, p, x, r, y, scratch_of(pack, s)) },
+};
 
-pub const QS8_CONV_NEON: QConv =
-    QConv { supports: any_geometry, pack: |g, p| im2col::pack_i8(g, p, QKB), run: qs8_conv };
+// SAFETY: NEON is part of every AArch64 target this module is built for.
+pub const QS8_CONV_NEON: QConv = qs8_conv!(QKB, qs8_micro);

@@ -1,31 +1,13 @@
 //! ARMv8.2 dotprod convolution: `SDOT` by element, k block 4. Per k block: two pixel vectors (4 pixels x 4
 //! values each), two weight vectors (4 channels x 4 values), 16 `SDOT`s = 256 multiply-adds.
 
-use super::epilogue::{run_q, QAcc};
-use super::neon::any_geometry;
-use crate::kernels::im2col::{self, Operands, TILE};
-use crate::kernels::packed::{ConvPack, Parallel};
+use super::epilogue::QAcc;
+use crate::kernels::im2col::{Operands, TILE};
 use crate::kernels::registry::QConv;
-use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 const KB: usize = 4;
-
-#[allow(clippy::too_many_arguments)]
-fn qs8_conv(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &QConvParams<'_>,
-    x: &[i8],
-    r: Option<&[i8]>,
-    y: &mut [i8],
-    s: &mut [u8],
-    _: &dyn Parallel,
-) {
-    // SAFETY: the planner picks this kernel only on CPUs with dotprod (module contract).
-    unsafe { run_q(g, pack, p, x, r, y, s, KB, |o, acc| micro(o, acc)) }
-}
 
 /// # Safety
 /// The CPU must implement dotprod.
@@ -61,5 +43,5 @@ fn micro(o: &Operands<'_, i8>, acc: &mut QAcc) {
     }
 }
 
-pub const QS8_CONV_NEONDOT: QConv =
-    QConv { supports: any_geometry, pack: |g, p| im2col::pack_i8(g, p, KB), run: qs8_conv };
+// SAFETY: the planner picks this kernel only on CPUs with dotprod (module contract).
+pub const QS8_CONV_NEONDOT: QConv = qs8_conv!(KB, micro);

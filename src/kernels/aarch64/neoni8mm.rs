@@ -2,31 +2,13 @@
 //! block of channels into a 2x2 i32 tile (32 multiply-adds); per k block 4 pixel vectors, 4 weight vectors
 //! and 16 `SMMLA`s = 512 multiply-adds.
 
-use super::epilogue::{run_q, QAcc};
-use super::neon::any_geometry;
-use crate::kernels::im2col::{self, Operands, TILE};
-use crate::kernels::packed::{ConvPack, Parallel};
+use super::epilogue::QAcc;
+use crate::kernels::im2col::{Operands, TILE};
 use crate::kernels::registry::QConv;
-use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 const KB: usize = 8;
-
-#[allow(clippy::too_many_arguments)]
-fn qs8_conv(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &QConvParams<'_>,
-    x: &[i8],
-    r: Option<&[i8]>,
-    y: &mut [i8],
-    s: &mut [u8],
-    _: &dyn Parallel,
-) {
-    // SAFETY: the planner picks this kernel only on CPUs with i8mm (module contract).
-    unsafe { run_q(g, pack, p, x, r, y, s, KB, |o, acc| micro(o, acc)) }
-}
 
 /// # Safety
 /// The CPU must implement i8mm.
@@ -67,5 +49,5 @@ fn micro(o: &Operands<'_, i8>, acc: &mut QAcc) {
     }
 }
 
-pub const QS8_CONV_NEONI8MM: QConv =
-    QConv { supports: any_geometry, pack: |g, p| im2col::pack_i8(g, p, KB), run: qs8_conv };
+// SAFETY: the planner picks this kernel only on CPUs with i8mm (module contract).
+pub const QS8_CONV_NEONI8MM: QConv = qs8_conv!(KB, micro);

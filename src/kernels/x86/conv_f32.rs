@@ -10,9 +10,17 @@ use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::x86_64::*;
 
 /// AVX-512 f32 convolution (tier `avx512`).
-pub const F32_CONV_AVX512: F32Conv = F32Conv { supports, pack: pack_avx512, run: run_avx512 };
+pub const F32_CONV_AVX512: F32Conv = F32Conv {
+    supports,
+    pack: pack_avx512,
+    run: |g, pack, p, x, r, y, s, par| run(tile_avx512, g, pack, x, r, p.clamp, y, s, par),
+};
 /// AVX2 + FMA f32 convolution (tier `avx2`).
-pub const F32_CONV_AVX2: F32Conv = F32Conv { supports, pack: pack_avx2, run: run_avx2 };
+pub const F32_CONV_AVX2: F32Conv = F32Conv {
+    supports,
+    pack: pack_avx2,
+    run: |g, pack, p, x, r, y, s, par| run(tile_avx2, g, pack, x, r, p.clamp, y, s, par),
+};
 
 const MR: usize = 8;
 
@@ -86,34 +94,6 @@ fn run(
         // SAFETY: the registry lists each tile fn under the tier that provides its features.
         drive(g, pack, true, par, &fill, &|_, _| {}, &|_, t, b| unsafe { tile(&ctx, t, b) });
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_avx512(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &F32ConvParams<'_>,
-    x: &[f32],
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-    scratch: &mut [u8],
-    par: &dyn Parallel,
-) {
-    run(tile_avx512, g, pack, x, residual, p.clamp, y, scratch, par)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_avx2(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &F32ConvParams<'_>,
-    x: &[f32],
-    residual: Option<&[f32]>,
-    y: &mut [f32],
-    scratch: &mut [u8],
-    par: &dyn Parallel,
-) {
-    run(tile_avx2, g, pack, x, residual, p.clamp, y, scratch, par)
 }
 
 /// # Safety

@@ -18,9 +18,17 @@ use crate::quant::{requantize, saturate};
 use core::arch::x86_64::*;
 
 /// AVX-512 VNNI int8 convolution (tier `avx512vnni`).
-pub const QS8_CONV_VNNI: QConv = QConv { supports, pack: pack_vnni, run: run_vnni };
+pub const QS8_CONV_VNNI: QConv = QConv {
+    supports,
+    pack: pack_vnni,
+    run: |g, pack, p, x, r, y, s, par| run((panel_vnni, block_vnni), g, pack, p, x, r, y, s, par),
+};
 /// AVX2 int8 convolution (tier `avx2`).
-pub const QS8_CONV_AVX2: QConv = QConv { supports, pack: pack_avx2, run: run_avx2 };
+pub const QS8_CONV_AVX2: QConv = QConv {
+    supports,
+    pack: pack_avx2,
+    run: |g, pack, p, x, r, y, s, par| run((panel_avx2, block_avx2), g, pack, p, x, r, y, s, par),
+};
 
 const MR: usize = 8;
 
@@ -99,34 +107,6 @@ fn run(
             block(&ctx, w, t, b)
         });
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_vnni(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &QConvParams<'_>,
-    x: &[i8],
-    residual: Option<&[i8]>,
-    y: &mut [i8],
-    scratch: &mut [u8],
-    par: &dyn Parallel,
-) {
-    run((panel_vnni, block_vnni), g, pack, p, x, residual, y, scratch, par)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_avx2(
-    g: &ConvGeom,
-    pack: &ConvPack,
-    p: &QConvParams<'_>,
-    x: &[i8],
-    residual: Option<&[i8]>,
-    y: &mut [i8],
-    scratch: &mut [u8],
-    par: &dyn Parallel,
-) {
-    run((panel_avx2, block_avx2), g, pack, p, x, residual, y, scratch, par)
 }
 
 /// Packs tile `t` into worker `w`'s panel: `[kp/4][32][4]`, byte j of a lane = reduction step 4g + j.
