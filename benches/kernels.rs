@@ -2,6 +2,7 @@
 //! Throughput is reported as 2 * MACs operations per iteration.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use resedge::kernels::packed::{Scratch, Serial};
 use resedge::kernels::registry::available;
 use resedge::kernels::{ConvGeom, F32ConvParams, Isa, KernelFn, QConvParams, Requant};
 
@@ -51,31 +52,30 @@ fn conv(c: &mut Criterion) {
         let b8 = vec![0i32; geom.c_out];
         let mut y8 = vec![0i8; geom.output_len()];
         let (mult, shift) = ([1 << 30], [40]);
-        // Packing happens once outside the timed loop, as the planner does.
+        let fp = F32ConvParams { weight: &w32, bias: &b32, clamp: (0.0, f32::INFINITY) };
+        let qp = QConvParams {
+            x_zero_point: -128,
+            weight: &w8,
+            bias: &b8,
+            requant: Requant { multiplier: &mult, shift: &shift, zero_point: 0, lo: -128, hi: 127 },
+            residual: None,
+        };
+        // Every kernel this CPU runs (the scalar one is the baseline), single threaded. Packing happens once
+        // outside the timed loop, as the planner does.
         for k in available(Isa::detect()) {
             match k.func {
                 KernelFn::F32Conv(f) => {
-                    let packed = (f.pack)(&geom, &w32);
-                    let mut scratch = vec![0.0; (f.scratch)(&geom)];
-                    let p = F32ConvParams { weight: &w32, bias: &b32, packed: &packed, clamp: (0.0, f32::INFINITY) };
+                    let pack = (f.pack)(&geom, &fp);
+                    let mut scratch = Scratch::new(pack.scratch_bytes(1));
                     g.bench_function(format!("{}/{layer}", k.name), |b| {
-                        b.iter(|| (f.run)(&geom, &p, &x32, None, &mut y32, &mut scratch))
+                        b.iter(|| (f.run)(&geom, &pack, &fp, &x32, None, &mut y32, scratch.bytes(), &Serial))
                     })
                 }
                 KernelFn::QConv(f) => {
-                    let packed = (f.pack)(&geom, &w8, &b8, -128);
-                    let mut scratch = vec![0; (f.scratch)(&geom)];
-                    let p = QConvParams {
-                        x_zero_point: -128,
-                        weight: &w8,
-                        bias: &b8,
-                        packed_weight: &packed.weight,
-                        packed_bias: &packed.bias,
-                        requant: Requant { multiplier: &mult, shift: &shift, zero_point: 0, lo: -128, hi: 127 },
-                        residual: None,
-                    };
+                    let pack = (f.pack)(&geom, &qp);
+                    let mut scratch = Scratch::new(pack.scratch_bytes(1));
                     g.bench_function(format!("{}/{layer}", k.name), |b| {
-                        b.iter(|| (f.run)(&geom, &p, &x8, None, &mut y8, &mut scratch))
+                        b.iter(|| (f.run)(&geom, &pack, &qp, &x8, None, &mut y8, scratch.bytes(), &Serial))
                     })
                 }
                 _ => continue,

@@ -1,7 +1,8 @@
 //! Whole-model latency (batch 1) of zoo architectures with random weights, f32 and int8.
-//! The scalar reference is the baseline every optimized tier is compared with.
+//! The scalar reference is the baseline the best tier of this CPU is compared with (one thread).
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use resedge::kernels::Isa;
 use resedge::plan::{Plan, PlanOptions};
 use resedge::quant::ActivationScheme;
 use resedge::zoo;
@@ -15,12 +16,14 @@ fn models(c: &mut Criterion) {
             ("f32", zoo::build(&arch, 0).unwrap()),
             ("int8", zoo::build_int8(&arch, 0, ActivationScheme::AsymmetricI8).unwrap()),
         ] {
-            let plan = Plan::new(&model, &PlanOptions::default()).unwrap();
-            let input = zoo::random_input(plan.input_value().numel(), 1);
-            let mut exec = plan.executor();
-            g.bench_function(format!("{name}/{precision}/scalar"), |b| {
-                b.iter(|| exec.run_observed(&input, &mut |_, _| {}).unwrap())
-            });
+            for isa in [Isa::Scalar, Isa::detect()] {
+                let plan = Plan::new(&model, &PlanOptions { max_isa: isa, ..Default::default() }).unwrap();
+                let input = zoo::random_input(plan.input_value().numel(), 1);
+                let mut exec = plan.executor();
+                g.bench_function(format!("{name}/{precision}/{}", isa.name()), |b| {
+                    b.iter(|| exec.run_observed(&input, &mut |_, _| {}).unwrap())
+                });
+            }
         }
     }
     g.finish();

@@ -8,12 +8,14 @@
 //!     target/aarch64-unknown-linux-gnu/release/examples/layer_icount dotprod int8 3
 //! ```
 
+use resedge::kernels::packed::{Scratch, Serial};
 use resedge::kernels::registry::pick;
 use resedge::kernels::{ConvGeom, F32ConvParams, Isa, KernelFn, QConvParams, Requant};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let isa = Isa::from_name(args.get(1).map_or("neon", |s| s.as_str())).expect("tier: scalar|neon|dotprod|i8mm");
+    let isa = Isa::from_name(args.get(1).map_or("neon", |s| s.as_str()))
+        .expect("tier: scalar|neon|dotprod|i8mm|avx2|avx512|avx512vnni");
     let int8 = args.get(2).map_or("int8", |s| s.as_str()) == "int8";
     let iters: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1);
     let g = ConvGeom {
@@ -44,20 +46,18 @@ fn main() {
             let w: Vec<i8> = (0..g.c_out * g.k()).map(|i| wave(i, 255) as i8).collect();
             let bias = vec![100; g.c_out];
             let (m, s) = ([1 << 30], [44]);
-            let packed = (f.pack)(&g, &w, &bias, 3);
-            let mut scratch = vec![0; (f.scratch)(&g)];
             let p = QConvParams {
                 x_zero_point: 3,
                 weight: &w,
                 bias: &bias,
-                packed_weight: &packed.weight,
-                packed_bias: &packed.bias,
                 requant: Requant { multiplier: &m, shift: &s, zero_point: -5, lo: -128, hi: 127 },
                 residual: None,
             };
+            let pack = (f.pack)(&g, &p);
+            let mut scratch = Scratch::new(pack.scratch_bytes(1));
             let mut y = vec![0i8; g.output_len()];
             for _ in 0..iters {
-                (f.run)(&g, &p, &x, None, &mut y, &mut scratch);
+                (f.run)(&g, &pack, &p, &x, None, &mut y, scratch.bytes(), &Serial);
             }
             checksum = y.iter().map(|&v| v as i64).sum();
         }
@@ -65,12 +65,12 @@ fn main() {
             let x: Vec<f32> = (0..g.input_len()).map(|i| wave(i, 256) as f32 / 64.0).collect();
             let w: Vec<f32> = (0..g.c_out * g.k()).map(|i| wave(i, 255) as f32 / 256.0).collect();
             let bias = vec![0.5; g.c_out];
-            let packed = (f.pack)(&g, &w);
-            let mut scratch = vec![0.0; (f.scratch)(&g)];
-            let p = F32ConvParams { weight: &w, bias: &bias, packed: &packed, clamp: (0.0, f32::INFINITY) };
+            let p = F32ConvParams { weight: &w, bias: &bias, clamp: (0.0, f32::INFINITY) };
+            let pack = (f.pack)(&g, &p);
+            let mut scratch = Scratch::new(pack.scratch_bytes(1));
             let mut y = vec![0f32; g.output_len()];
             for _ in 0..iters {
-                (f.run)(&g, &p, &x, None, &mut y, &mut scratch);
+                (f.run)(&g, &pack, &p, &x, None, &mut y, scratch.bytes(), &Serial);
             }
             checksum = y.iter().map(|&v| v as i64).sum();
         }

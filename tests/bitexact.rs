@@ -1,10 +1,11 @@
 //! Bit-exactness across kernel tiers and CPUs: an int8 model's logits are byte-identical for every tier this
-//! CPU runs (forced through `PlanOptions::max_isa`) and equal to the scalar reference of the same run. The
+//! CPU runs up to `Isa::configured()` (x86_64: avx2, avx512, avx512vnni; AArch64: neon, dotprod, i8mm; each
+//! forced through `PlanOptions::max_isa`) and equal to the scalar reference of the same run. The
 //! expected hashes below were printed by the scalar reference on x86_64; checking them on every target (CI
 //! runs this file on x86_64 and under qemu-aarch64 for cortex-a53, cortex-a76 and max) proves the bytes are
 //! the same across architectures too, and the in-run scalar comparison says which side a mismatch is on.
 
-use resedge::kernels::Isa;
+use resedge::kernels::{Arch, Isa};
 use resedge::plan::{Plan, PlanOptions, ValueRef};
 use resedge::quant::ActivationScheme;
 use resedge::Model;
@@ -20,8 +21,8 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
 }
 
 /// Hash of the output bytes for a batch of 2 seeded inputs (integer-generated, identical on every target).
-fn logits_hash(model: &Model<'_>, isa: Isa) -> u64 {
-    let plan = Plan::new(model, &PlanOptions { batch: 2, max_isa: isa, ..Default::default() }).unwrap();
+fn logits_hash(model: &Model<'_>, isa: Isa, threads: usize) -> u64 {
+    let plan = Plan::new(model, &PlanOptions { batch: 2, max_isa: isa, threads, ..Default::default() }).unwrap();
     for s in &plan.steps {
         assert!(isa.allows(s.isa), "{}: kernel {} above tier {}", s.name, s.kernel, isa.name());
     }
@@ -37,18 +38,23 @@ fn logits_hash(model: &Model<'_>, isa: Isa) -> u64 {
 
 fn check(name: &str, model: &Model<'_>, expected: u64) {
     assert!(model.graph.is_quantized(), "{name} is not int8");
-    let reference = logits_hash(model, Isa::Scalar);
+    let reference = logits_hash(model, Isa::Scalar, 1);
     println!("{name}: scalar {reference:#018x} (expected {expected:#018x})");
     let mut failures = Vec::new();
-    for &isa in Isa::ALL.iter().filter(|&&i| i != Isa::Scalar) {
-        if !Isa::detect().allows(isa) {
-            println!("{name}: {} skipped: this CPU lacks it", isa.name());
+    let tier = Isa::configured();
+    for &isa in Isa::ALL.iter().filter(|&&i| i != Isa::Scalar && Arch::HOST.runs(i)) {
+        if !tier.allows(isa) {
+            let why = if Isa::detect().allows(isa) { "above RESEDGE_ISA" } else { "this CPU lacks it" };
+            println!("{name}: {} skipped: {why}", isa.name());
             continue;
         }
-        let h = logits_hash(model, isa);
-        println!("{name}: {} {h:#018x}", isa.name());
-        if h != reference {
-            failures.push(format!("{}: {h:#018x} != scalar {reference:#018x}", isa.name()));
+        // Two threads as well: the executor's pool must not change a bit, on any architecture.
+        for threads in [1, 2] {
+            let h = logits_hash(model, isa, threads);
+            println!("{name}: {} x{threads} {h:#018x}", isa.name());
+            if h != reference {
+                failures.push(format!("{} x{threads}: {h:#018x} != scalar {reference:#018x}", isa.name()));
+            }
         }
     }
     if reference != expected {

@@ -8,7 +8,8 @@
 //! `kb` reads kb consecutive reduction values of one pixel (or one output channel) as a unit: 1 for f32
 //! FMA by lane, 4 for `SDOT` / `VPDPBUSD`, 8 for `SMMLA`, 16 for `SMULL`+`SMLAL2` pairs.
 
-use super::ConvGeom;
+use super::packed::ConvPack;
+use super::{ConvGeom, F32ConvParams, QConvParams};
 use std::prelude::v1::*;
 
 /// Output channels and pixels per tile.
@@ -80,6 +81,30 @@ pub fn pack_qbias(g: &ConvGeom, w: &[i8], bias: &[i32], x_zp: i32) -> Vec<i32> {
         }
     }
     out
+}
+
+/// The [`ConvPack`] of an f32 im2col kernel with k block `kb`: packed weights in `wf`, one scratch of
+/// [`scratch_len`] f32 per worker.
+pub fn pack_f32(g: &ConvGeom, p: &F32ConvParams<'_>, kb: usize) -> ConvPack {
+    let panel_bytes = scratch_len(g, kb) * core::mem::size_of::<f32>();
+    ConvPack { wf: pack_weights(g, p.weight, kb), panel_bytes, elem: 4, ..ConvPack::default() }
+}
+
+/// The [`ConvPack`] of an int8 im2col kernel with k block `kb`: packed weights in `wq`, the zero-point
+/// corrected bias in `bq`, one scratch of [`scratch_len`] bytes per worker.
+pub fn pack_i8(g: &ConvGeom, p: &QConvParams<'_>, kb: usize) -> ConvPack {
+    ConvPack {
+        wq: pack_weights(g, p.weight, kb),
+        bq: pack_qbias(g, p.weight, p.bias, p.x_zero_point),
+        panel_bytes: scratch_len(g, kb),
+        elem: 1,
+        ..ConvPack::default()
+    }
+}
+
+/// Worker 0's scratch of an im2col kernel, as `T` (the executor's scratch is 64-byte aligned).
+pub fn scratch_of<'s, T: bytemuck::Pod>(pack: &ConvPack, scratch: &'s mut [u8]) -> &'s mut [T] {
+    bytemuck::cast_slice_mut(&mut scratch[..pack.panel_bytes])
 }
 
 /// Gathers rows `[k_pad][pb]` (`pb = rows.len() / k_pad`) for pixels `p0..p0 + npx` of image `n`, group

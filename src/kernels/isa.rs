@@ -1,14 +1,14 @@
 //! Instruction-set tiers: what a kernel needs, what this CPU has, and the `RESEDGE_ISA` override.
 //!
-//! Resolution order (STYLE 2.2): the environment override (std only), else runtime detection (std:
-//! `is_aarch64_feature_detected!`), else what the target was compiled for (no_std: `cfg!(target_feature)`;
-//! NEON is part of every aarch64 target except the softfloat one). A caller can always pass a lower tier in
-//! `PlanOptions::max_isa`.
+//! Two chains share one enum: x86_64 (AVX2 + FMA < AVX-512 < AVX-512 VNNI) and AArch64 (NEON < dotprod <
+//! i8mm); `Scalar` runs everywhere. Resolution order (STYLE 2.2): the environment override (std only), else
+//! runtime detection (std: `is_x86_feature_detected!` / `is_aarch64_feature_detected!`), else what the
+//! target was compiled for (no_std: `cfg!(target_feature)`; NEON is part of every aarch64 target except the
+//! softfloat one). A caller can always pass a lower tier in `PlanOptions::max_isa`.
 
 /// Instruction-set tier a kernel needs. Tiers of one architecture are ordered (each implies the ones below
-/// it); tiers of different architectures are unrelated, and `Scalar` runs everywhere. x86 tiers (avx2,
-/// avx512, avx512vnni) slot in as a second chain; [`Isa::allows`] never lets one architecture's tier admit
-/// another's kernel.
+/// it); tiers of different architectures are unrelated, and `Scalar` runs everywhere. [`Isa::allows`] never
+/// lets one architecture's tier admit another's kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isa {
     Scalar,
@@ -18,6 +18,12 @@ pub enum Isa {
     NeonDot,
     /// NEON + dotprod + `SMMLA` (ARMv8.6 i8mm: Neoverse V1/N2, Cortex-A710 and later).
     NeonI8mm,
+    /// x86_64 AVX2 + FMA (Haswell, Zen 1 and later).
+    Avx2,
+    /// x86_64 AVX-512 F/BW/VL/DQ (Skylake-SP, Zen 4 and later).
+    Avx512,
+    /// AVX-512 + VNNI (`VPDPBUSD`: Cascade Lake, Ice Lake, Zen 4 and later).
+    Avx512Vnni,
 }
 
 /// The CPU family a tier belongs to.
@@ -25,11 +31,29 @@ pub enum Isa {
 pub enum Arch {
     Any,
     Aarch64,
+    X86_64,
+}
+
+impl Arch {
+    /// The architecture this build targets (`Any` for one with no SIMD tiers).
+    pub const HOST: Arch = if cfg!(target_arch = "aarch64") {
+        Arch::Aarch64
+    } else if cfg!(target_arch = "x86_64") {
+        Arch::X86_64
+    } else {
+        Arch::Any
+    };
+
+    /// Whether tier `isa` can exist on this architecture (its own chain, or scalar).
+    pub fn runs(self, isa: Isa) -> bool {
+        isa.arch() == Arch::Any || isa.arch() == self
+    }
 }
 
 impl Isa {
     /// Every tier, lowest first.
-    pub const ALL: &'static [Isa] = &[Isa::Scalar, Isa::Neon, Isa::NeonDot, Isa::NeonI8mm];
+    pub const ALL: &'static [Isa] =
+        &[Isa::Scalar, Isa::Neon, Isa::NeonDot, Isa::NeonI8mm, Isa::Avx2, Isa::Avx512, Isa::Avx512Vnni];
 
     /// The name used by `RESEDGE_ISA`, logs and `resedge inspect`.
     pub fn name(self) -> &'static str {
@@ -38,6 +62,9 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::NeonDot => "dotprod",
             Isa::NeonI8mm => "i8mm",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 
@@ -49,6 +76,7 @@ impl Isa {
         match self {
             Isa::Scalar => Arch::Any,
             Isa::Neon | Isa::NeonDot | Isa::NeonI8mm => Arch::Aarch64,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => Arch::X86_64,
         }
     }
 
@@ -75,7 +103,8 @@ impl Isa {
                     best
                 }
                 None => {
-                    let names: std::vec::Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
+                    let names: std::vec::Vec<_> =
+                        Isa::ALL.iter().filter(|i| Arch::HOST.runs(**i)).map(|i| i.name()).collect();
                     log::warn!("RESEDGE_ISA={v} names no tier (one of {}); using {}", names.join("|"), best.name());
                     best
                 }
@@ -111,7 +140,31 @@ fn detect() -> Isa {
     }
 }
 
-#[cfg(not(target_arch = "aarch64"))]
+#[cfg(target_arch = "x86_64")]
+fn detect() -> Isa {
+    // Runtime detection with std, the compile-time target features without.
+    #[cfg(feature = "std")]
+    macro_rules! has {
+        ($($f:tt),*) => { true $(&& std::is_x86_feature_detected!($f))* };
+    }
+    #[cfg(not(feature = "std"))]
+    macro_rules! has {
+        ($($f:tt),*) => { true $(&& cfg!(target_feature = $f))* };
+    }
+    let avx2 = has!("avx2", "fma");
+    let avx512 = avx2 && has!("avx512f", "avx512bw", "avx512vl", "avx512dq");
+    if avx512 && has!("avx512vnni") {
+        Isa::Avx512Vnni
+    } else if avx512 {
+        Isa::Avx512
+    } else if avx2 {
+        Isa::Avx2
+    } else {
+        Isa::Scalar
+    }
+}
+
+#[cfg(not(any(target_arch = "aarch64", target_arch = "x86_64")))]
 fn detect() -> Isa {
     Isa::Scalar
 }
@@ -128,6 +181,8 @@ mod tests {
         }
         assert!(Isa::NeonI8mm.allows(Isa::Neon) && !Isa::Neon.allows(Isa::NeonDot));
         assert!(!Isa::Scalar.allows(Isa::Neon));
+        assert!(Isa::Avx512Vnni.allows(Isa::Avx2) && !Isa::Avx2.allows(Isa::Avx512));
+        assert!(!Isa::Avx512Vnni.allows(Isa::Neon) && !Isa::NeonI8mm.allows(Isa::Avx2));
         assert_eq!(Isa::from_name("avx9"), None);
     }
 }

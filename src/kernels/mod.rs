@@ -6,10 +6,12 @@ pub mod aarch64;
 pub mod generic;
 pub mod im2col;
 mod isa;
+pub mod packed;
 pub mod registry;
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
 
 pub use registry::{Arch, Isa, Kernel, KernelFn};
-use std::prelude::v1::*;
 
 /// Geometry of a 2-D convolution (or a pooling window, with c_out = c_in = groups) over NCHW tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -90,35 +92,24 @@ pub struct ResidualRequant {
     pub shift: i32,
 }
 
-/// Everything an f32 convolution needs besides its activations.
+/// Everything an f32 convolution needs besides its activations and the kernel's [`packed::ConvPack`].
 #[derive(Clone, Copy, Debug)]
 pub struct F32ConvParams<'p> {
-    /// OIHW weights.
+    /// OIHW weights (empty at run time when the kernel's pack holds them: [`packed::ConvPack::holds_weights`]).
     pub weight: &'p [f32],
     pub bias: &'p [f32],
-    /// The kernel's own packing of `weight` (its registry entry's `pack`; empty for the scalar kernel).
-    pub packed: &'p [f32],
     /// Clamp range of the fused activation, applied after the residual add.
     pub clamp: (f32, f32),
 }
 
-/// An int8 kernel's one-time preparation of weights and bias (empty for the scalar kernel).
-#[derive(Clone, Debug, Default)]
-pub struct QPacked {
-    pub weight: Vec<i8>,
-    pub bias: Vec<i32>,
-}
-
-/// Everything an int8 convolution needs besides its activations.
+/// Everything an int8 convolution needs besides its activations and the kernel's [`packed::ConvPack`].
 #[derive(Clone, Copy, Debug)]
 pub struct QConvParams<'p> {
     pub x_zero_point: i32,
-    /// OIHW weights, symmetric per output channel, in [-127, 127].
+    /// OIHW weights, symmetric per output channel, in [-127, 127] (empty at run time when the kernel's pack
+    /// holds them: [`packed::ConvPack::holds_weights`]).
     pub weight: &'p [i8],
     pub bias: &'p [i32],
-    /// The kernel's packing of `weight` and `bias` ([`QPacked`]; empty for the scalar kernel).
-    pub packed_weight: &'p [i8],
-    pub packed_bias: &'p [i32],
     pub requant: Requant<'p>,
     pub residual: Option<ResidualRequant>,
 }

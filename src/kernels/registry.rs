@@ -4,61 +4,78 @@
 
 use super::generic;
 pub use super::isa::{Arch, Isa};
-use super::{AddParams, ConvGeom, F32ConvParams, QConvParams, QPacked, Requant};
-use std::prelude::v1::*;
+use super::packed::{ConvPack, Parallel, Scratch, Serial};
+use super::{AddParams, ConvGeom, F32ConvParams, QConvParams, Requant};
 
-/// f32 convolution: geometry, parameters, input, residual, output, scratch.
-pub type F32ConvFn = fn(&ConvGeom, &F32ConvParams<'_>, &[f32], Option<&[f32]>, &mut [f32], &mut [f32]);
-/// int8 convolution: geometry, parameters, input, residual, output, scratch.
-pub type QConvFn = fn(&ConvGeom, &QConvParams<'_>, &[i8], Option<&[i8]>, &mut [i8], &mut [i8]);
+/// f32 convolution: geometry, the kernel's pack, parameters, input, residual, output, scratch (64-byte
+/// aligned, [`ConvPack::scratch_bytes`] for the workers), workers.
+pub type F32ConvFn =
+    fn(&ConvGeom, &ConvPack, &F32ConvParams<'_>, &[f32], Option<&[f32]>, &mut [f32], &mut [u8], &dyn Parallel);
+/// int8 convolution: geometry, the kernel's pack, parameters, input, residual, output, scratch, workers.
+pub type QConvFn =
+    fn(&ConvGeom, &ConvPack, &QConvParams<'_>, &[i8], Option<&[i8]>, &mut [i8], &mut [u8], &dyn Parallel);
 
-/// A convolution kernel: its entry point, the weight packing the planner runs once, and the scratch it
-/// needs per call (elements, provided by the executor so runs stay allocation free).
+/// A convolution kernel of any ISA: the geometries it handles, the packing the planner runs once (weights,
+/// bias, lane tables and the scratch size, all in a [`ConvPack`]; empty for the scalar reference), and its
+/// entry point. The executor provides the scratch and the workers, so runs stay allocation free. A kernel
+/// whose pack [holds the weights](ConvPack::holds_weights) must not read `weight` from its parameters: the
+/// planner drops them.
 #[derive(Clone, Copy)]
 pub struct ConvKernel<F, P> {
-    pub run: F,
+    pub supports: fn(&ConvGeom) -> bool,
     pub pack: P,
-    pub scratch: fn(&ConvGeom) -> usize,
+    pub run: F,
 }
 
-/// f32: packs OIHW weights into the kernel's format (empty when it reads OIHW directly).
-pub type F32Conv = ConvKernel<F32ConvFn, fn(&ConvGeom, &[f32]) -> Vec<f32>>;
-/// int8: packs OIHW weights and the bias for input zero point `x_zp`.
-pub type QConv = ConvKernel<QConvFn, fn(&ConvGeom, &[i8], &[i32], i32) -> QPacked>;
+/// f32: packs from the OIHW weights and bias of the parameters.
+pub type F32Conv = ConvKernel<F32ConvFn, fn(&ConvGeom, &F32ConvParams<'_>) -> ConvPack>;
+/// int8: packs from the weights, bias and input zero point of the parameters.
+pub type QConv = ConvKernel<QConvFn, fn(&ConvGeom, &QConvParams<'_>) -> ConvPack>;
 
-impl F32Conv {
-    /// Packs, allocates scratch and runs once (tests, benches; the executor packs once per plan).
-    pub fn call(&self, g: &ConvGeom, p: &F32ConvParams<'_>, x: &[f32], r: Option<&[f32]>, y: &mut [f32]) {
-        let packed = (self.pack)(g, p.weight);
-        let mut scratch = vec![0.0; (self.scratch)(g)];
-        (self.run)(g, &F32ConvParams { packed: &packed, ..*p }, x, r, y, &mut scratch)
-    }
+macro_rules! one_shot_calls {
+    ($kernel:ty, $params:ty, $t:ty) => {
+        impl $kernel {
+            /// Packs, allocates scratch and runs once on one thread (tests, benches; the executor packs once
+            /// per plan).
+            pub fn call(&self, g: &ConvGeom, p: &$params, x: &[$t], r: Option<&[$t]>, y: &mut [$t]) {
+                self.call_on(&Serial, g, p, x, r, y)
+            }
+
+            /// `call` on the workers of `par`.
+            pub fn call_on(
+                &self,
+                par: &dyn Parallel,
+                g: &ConvGeom,
+                p: &$params,
+                x: &[$t],
+                r: Option<&[$t]>,
+                y: &mut [$t],
+            ) {
+                let pack = (self.pack)(g, p);
+                let mut scratch = Scratch::new(pack.scratch_bytes(par.workers()));
+                (self.run)(g, &pack, p, x, r, y, scratch.bytes(), par)
+            }
+        }
+    };
 }
 
-impl QConv {
-    /// Packs, allocates scratch and runs once (tests, benches; the executor packs once per plan).
-    pub fn call(&self, g: &ConvGeom, p: &QConvParams<'_>, x: &[i8], r: Option<&[i8]>, y: &mut [i8]) {
-        let packed = (self.pack)(g, p.weight, p.bias, p.x_zero_point);
-        let mut scratch = vec![0; (self.scratch)(g)];
-        let p = QConvParams { packed_weight: &packed.weight, packed_bias: &packed.bias, ..*p };
-        (self.run)(g, &p, x, r, y, &mut scratch)
-    }
-}
+one_shot_calls!(F32Conv, F32ConvParams<'_>, f32);
+one_shot_calls!(QConv, QConvParams<'_>, i8);
 
-fn no_scratch(_: &ConvGeom) -> usize {
-    0
+fn any_geometry(_: &ConvGeom) -> bool {
+    true
 }
 
 const F32_CONV_SCALAR: F32Conv = ConvKernel {
-    run: |g, p, x, r, y, _| generic::f32_conv2d_scalar(g, x, p.weight, p.bias, r, p.clamp, y),
-    pack: |_, _| Vec::new(),
-    scratch: no_scratch,
+    supports: any_geometry,
+    pack: |_, _| ConvPack::default(),
+    run: |g, _, p, x, r, y, _, _| generic::f32_conv2d_scalar(g, x, p.weight, p.bias, r, p.clamp, y),
 };
 
 const QS8_CONV_SCALAR: QConv = ConvKernel {
-    run: |g, p, x, r, y, _| generic::qs8_conv2d_scalar(g, p, x, r, y),
-    pack: |_, _, _, _| QPacked::default(),
-    scratch: no_scratch,
+    supports: any_geometry,
+    pack: |_, _| ConvPack::default(),
+    run: |g, _, p, x, r, y, _, _| generic::qs8_conv2d_scalar(g, p, x, r, y),
 };
 
 pub type F32MaxPoolFn = fn(&ConvGeom, &[f32], &mut [f32]);
@@ -137,22 +154,38 @@ kernels! {
     qs8_conv2d_requant_8x8c4_neondot: NeonDot, QConv(super::aarch64::QS8_CONV_NEONDOT);
     #[cfg(target_arch = "aarch64")]
     qs8_conv2d_requant_8x8c8_neoni8mm: NeonI8mm, QConv(super::aarch64::QS8_CONV_NEONI8MM);
+    #[cfg(target_arch = "x86_64")]
+    f32_conv2d_8x32_avx512: Avx512, F32Conv(super::x86::F32_CONV_AVX512);
+    #[cfg(target_arch = "x86_64")]
+    f32_conv2d_8x16_avx2: Avx2, F32Conv(super::x86::F32_CONV_AVX2);
+    #[cfg(target_arch = "x86_64")]
+    qs8_conv2d_requant_8x32c4_avx512vnni: Avx512Vnni, QConv(super::x86::QS8_CONV_VNNI);
+    #[cfg(target_arch = "x86_64")]
+    qs8_conv2d_requant_8x16c2_avx2: Avx2, QConv(super::x86::QS8_CONV_AVX2);
     f32_maxpool_scalar: Scalar, F32MaxPool(generic::f32_maxpool_scalar);
     qs8_maxpool_scalar: Scalar, QMaxPool(generic::qs8_maxpool_scalar);
     #[cfg(target_arch = "aarch64")]
     qs8_maxpool_3x3s2_neon: Neon, QMaxPool(super::aarch64::qs8_maxpool);
+    #[cfg(target_arch = "x86_64")]
+    f32_maxpool_avx2: Avx2, F32MaxPool(super::x86::f32_maxpool_avx2);
+    #[cfg(target_arch = "x86_64")]
+    qs8_maxpool_avx2: Avx2, QMaxPool(super::x86::qs8_maxpool_avx2);
     f32_avgpool_scalar: Scalar, F32AvgPool(generic::f32_avgpool_scalar);
     qs8_avgpool_requant_scalar: Scalar, QAvgPool(generic::qs8_avgpool_scalar);
     f32_gap_scalar: Scalar, F32Gap(generic::f32_gap_scalar);
     qs8_gap_requant_scalar: Scalar, QGap(generic::qs8_gap_scalar);
     f32_add_scalar: Scalar, F32Add(generic::f32_add_scalar);
     qs8_add_requant_scalar: Scalar, QAdd(generic::qs8_add_scalar);
+    #[cfg(target_arch = "x86_64")]
+    qs8_add_requant_avx512: Avx512, QAdd(super::x86::qs8_add_avx512);
     f32_clamp_scalar: Scalar, F32Clamp(generic::f32_clamp_scalar);
     qs8_clamp_scalar: Scalar, QClamp(generic::qs8_clamp_scalar);
     f32_affine_scalar: Scalar, F32Affine(generic::f32_affine_scalar);
     f32_shortcut_a_scalar: Scalar, F32Shortcut(generic::shortcut_a::<f32>);
     qs8_shortcut_a_scalar: Scalar, QShortcut(generic::shortcut_a::<i8>);
     qs8_quantize_scalar: Scalar, Quantize(generic::quantize_scalar);
+    #[cfg(target_arch = "x86_64")]
+    qs8_quantize_avx512: Avx512, Quantize(super::x86::quantize_avx512);
     qs8_dequantize_scalar: Scalar, Dequantize(generic::dequantize_scalar);
     f32_softmax_scalar: Scalar, F32Softmax(generic::f32_softmax_scalar);
     f32_copy_scalar: Scalar, F32Copy(copy::<f32>);

@@ -5,6 +5,7 @@ use super::memory::ALIGN;
 use super::{Plan, StepKind, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::QParams;
+use crate::kernels::packed::{Parallel, Scratch};
 use crate::kernels::{F32ConvParams, QConvParams, Requant};
 use core::ops::Range;
 use std::prelude::v1::*;
@@ -16,33 +17,16 @@ pub enum ValueRef<'v> {
     I8(&'v [i8], QParams),
 }
 
-/// Runs a [`Plan`]. Holds the arena; build once, call [`Executor::run`] many times.
+/// Runs a [`Plan`]. Holds the arena, the kernels' scratch and the worker threads; build once, call
+/// [`Executor::run`] many times.
 pub struct Executor<'p, 'a> {
     plan: &'p Plan<'a>,
     arena: Vec<u8>,
     base: usize,
+    /// The convolution kernels' scratch, sized for the largest step (steps run one at a time).
     scratch: Scratch,
-}
-
-/// Working memory of the packed convolution kernels, sized for the largest step (steps run one at a time).
-#[derive(Default)]
-struct Scratch {
-    q: Vec<i8>,
-    f: Vec<f32>,
-}
-
-impl Scratch {
-    fn for_plan(plan: &Plan<'_>) -> Scratch {
-        let (mut q, mut f) = (0, 0);
-        for s in &plan.steps {
-            match &s.kind {
-                StepKind::Conv { f: k, geom, .. } => f = f.max((k.scratch)(geom)),
-                StepKind::QConv { f: k, geom, .. } => q = q.max((k.scratch)(geom)),
-                _ => {}
-            }
-        }
-        Scratch { q: vec![0; q], f: vec![0.0; f] }
-    }
+    #[cfg(feature = "std")]
+    pool: super::threads::Pool,
 }
 
 fn range(v: &Value) -> Range<usize> {
@@ -82,7 +66,14 @@ impl<'p, 'a> Executor<'p, 'a> {
     pub(super) fn new(plan: &'p Plan<'a>) -> Self {
         let arena = vec![0u8; plan.arena_bytes + ALIGN];
         let base = arena.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Executor { plan, arena, base, scratch: Scratch::for_plan(plan) }
+        Executor {
+            plan,
+            arena,
+            base,
+            scratch: Scratch::new(plan.scratch_bytes),
+            #[cfg(feature = "std")]
+            pool: super::threads::Pool::new(plan.threads),
+        }
     }
 
     /// The plan this executor runs.
@@ -113,11 +104,7 @@ impl<'p, 'a> Executor<'p, 'a> {
     /// A view of value `index` (into `plan.values`) as left by the last run.
     pub fn value_ref(&self, index: usize) -> ValueRef<'_> {
         let v = &self.plan.values[index];
-        let bytes = &self.arena[self.base + v.offset..][..v.bytes];
-        match v.ty {
-            ValueType::F32 => ValueRef::F32(f32s(bytes)),
-            ValueType::Q(q) => ValueRef::I8(i8s(bytes), q),
-        }
+        value_view(v, &self.arena[self.base + v.offset..][..v.bytes])
     }
 
     /// Runs like [`Executor::run`] and calls `observer(step_index, output)` after every step.
@@ -134,17 +121,29 @@ impl<'p, 'a> Executor<'p, 'a> {
         }
         let r = range(iv);
         f32s_mut(&mut self.arena()[r]).copy_from_slice(input);
+        #[cfg(feature = "std")]
+        let par: &dyn Parallel = &self.pool;
+        #[cfg(not(feature = "std"))]
+        let par: &dyn Parallel = &crate::kernels::packed::Serial;
+        let arena = &mut self.arena[self.base..self.base + plan.arena_bytes];
+        let scratch = self.scratch.bytes();
         for (i, step) in plan.steps.iter().enumerate() {
             let out = range(&plan.values[step.output]);
             let in0 = range(&plan.values[step.inputs[0]]);
             let in1 = step.inputs.get(1).map_or(in0.clone(), |&v| range(&plan.values[v]));
-            let len = self.plan.arena_bytes;
-            let arena = &mut self.arena[self.base..self.base + len];
             let (y, [x, r]) = borrow(arena, out, [in0, in1]);
-            run_step(&step.kind, x, r, y, step.inputs.len() == 2, &mut self.scratch);
-            observer(i, self.value_ref(step.output));
+            run_step(&step.kind, x, r, y, step.inputs.len() == 2, scratch, par);
+            let v = &plan.values[step.output];
+            observer(i, value_view(v, &arena[v.offset..][..v.bytes]));
         }
         Ok(())
+    }
+}
+
+fn value_view<'v>(v: &Value, bytes: &'v [u8]) -> ValueRef<'v> {
+    match v.ty {
+        ValueType::F32 => ValueRef::F32(f32s(bytes)),
+        ValueType::Q(q) => ValueRef::I8(i8s(bytes), q),
     }
 }
 
@@ -152,25 +151,25 @@ fn requant<'q>(o: &'q super::steps::QOut) -> Requant<'q> {
     Requant { multiplier: &o.multiplier, shift: &o.shift, zero_point: o.zero_point, lo: o.lo, hi: o.hi }
 }
 
-fn run_step(kind: &StepKind<'_>, x: &[u8], r: &[u8], y: &mut [u8], has_second: bool, scratch: &mut Scratch) {
+fn run_step(
+    kind: &StepKind<'_>,
+    x: &[u8],
+    r: &[u8],
+    y: &mut [u8],
+    has_second: bool,
+    scratch: &mut [u8],
+    par: &dyn Parallel,
+) {
     match kind {
-        StepKind::Conv { f, geom, weight, bias, packed, clamp } => {
-            let p = F32ConvParams { weight, bias, packed, clamp: *clamp };
+        StepKind::Conv { f, geom, weight, bias, pack, clamp } => {
+            let p = F32ConvParams { weight, bias, clamp: *clamp };
             let res = has_second.then(|| f32s(r));
-            (f.run)(geom, &p, f32s(x), res, f32s_mut(y), &mut scratch.f)
+            (f.run)(geom, pack, &p, f32s(x), res, f32s_mut(y), scratch, par)
         }
-        StepKind::QConv { f, geom, x_zp, weight, bias, packed, out, residual } => {
-            let p = QConvParams {
-                x_zero_point: *x_zp,
-                weight,
-                bias,
-                packed_weight: &packed.weight,
-                packed_bias: &packed.bias,
-                requant: requant(out),
-                residual: *residual,
-            };
+        StepKind::QConv { f, geom, x_zp, weight, bias, pack, out, residual } => {
+            let p = QConvParams { x_zero_point: *x_zp, weight, bias, requant: requant(out), residual: *residual };
             let res = has_second.then(|| i8s(r));
-            (f.run)(geom, &p, i8s(x), res, i8s_mut(y), &mut scratch.q)
+            (f.run)(geom, pack, &p, i8s(x), res, i8s_mut(y), scratch, par)
         }
         StepKind::MaxPool { f, geom } => f(geom, f32s(x), f32s_mut(y)),
         StepKind::QMaxPool { f, geom } => f(geom, i8s(x), i8s_mut(y)),

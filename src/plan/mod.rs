@@ -6,6 +6,8 @@ mod exec;
 pub mod memory;
 pub mod passes;
 mod steps;
+#[cfg(feature = "std")]
+pub mod threads;
 
 pub use exec::{Executor, ValueRef};
 pub use steps::{QOut, StepKind};
@@ -28,11 +30,13 @@ pub struct PlanOptions {
     pub max_isa: Isa,
     /// Refuse plans whose arena would exceed this many bytes (hostile or absurd shapes).
     pub max_arena_bytes: usize,
+    /// Threads each executor runs kernels on (a persistent pool per executor; 1 without `std`).
+    pub threads: usize,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { batch: 1, optimize: true, max_isa: Isa::configured(), max_arena_bytes: 1 << 31 }
+        PlanOptions { batch: 1, optimize: true, max_isa: Isa::configured(), max_arena_bytes: 1 << 31, threads: 1 }
     }
 }
 
@@ -105,6 +109,10 @@ pub struct Plan<'a> {
     pub output: usize,
     pub arena_bytes: usize,
     pub batch: usize,
+    /// Worker threads of each executor.
+    pub threads: usize,
+    /// Scratch bytes the blocked kernels need (one buffer per executor, reused by every step).
+    pub scratch_bytes: usize,
 }
 
 impl<'a> Plan<'a> {
@@ -112,6 +120,9 @@ impl<'a> Plan<'a> {
     pub fn new(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a>> {
         if opts.batch == 0 {
             return Err(Error::Input("batch size must be at least 1".into()));
+        }
+        if !(1..=256).contains(&opts.threads) {
+            return Err(Error::Input(format!("threads must be in 1..=256, got {}", opts.threads)));
         }
         let optimized;
         let model = if opts.optimize {

@@ -6,8 +6,11 @@ use super::{Plan, PlanOptions, Step, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::{Activation, Model, Node, Op, QParams, Window};
 use crate::kernels::generic::ShortcutGeom;
+use crate::kernels::packed::ConvPack;
 use crate::kernels::registry::{self, F32Conv, QConv};
-use crate::kernels::{AddParams, ConvGeom, Isa, Kernel, KernelFn, QPacked, ResidualRequant};
+use crate::kernels::{
+    AddParams, ConvGeom, F32ConvParams, Isa, Kernel, KernelFn, QConvParams, Requant, ResidualRequant,
+};
 use crate::quant::{self, activation_bounds, internal_i8};
 use crate::tensor::{DType, Tensor};
 use std::borrow::Cow;
@@ -32,19 +35,21 @@ pub enum StepKind<'a> {
     Conv {
         f: F32Conv,
         geom: ConvGeom,
+        /// OIHW weights; empty when the kernel's pack holds them.
         weight: Cow<'a, [f32]>,
         bias: Vec<f32>,
-        /// The kernel's packing of `weight`, made once here.
-        packed: Vec<f32>,
+        /// What the kernel prepared once here (packed weights, lane tables, scratch size).
+        pack: ConvPack,
         clamp: (f32, f32),
     },
     QConv {
         f: QConv,
         geom: ConvGeom,
         x_zp: i32,
+        /// OIHW weights; empty when the kernel's pack holds them.
         weight: Cow<'a, [i8]>,
         bias: Vec<i32>,
-        packed: QPacked,
+        pack: ConvPack,
         out: QOut,
         residual: Option<ResidualRequant>,
     },
@@ -135,8 +140,12 @@ pub enum StepKind<'a> {
 
 /// Picks the best kernel of a family, or fails naming the node.
 macro_rules! pick {
-    ($isa:expr, $node:expr, $variant:ident) => {{
-        let k: &'static Kernel = registry::pick($isa, |f| matches!(f, KernelFn::$variant(_)))
+    ($isa:expr, $node:expr, $variant:ident) => {
+        pick!($isa, $node, $variant, _k if true)
+    };
+    // `$cond` filters the family's entries `$k` (convolutions check the geometry, e.g. groups).
+    ($isa:expr, $node:expr, $variant:ident, $k:ident if $cond:expr) => {{
+        let k: &'static Kernel = registry::pick($isa, |f| matches!(f, KernelFn::$variant($k) if $cond))
             .ok_or_else(|| Error::NoKernel { node: $node.name.clone(), what: stringify!($variant).into() })?;
         let KernelFn::$variant(f) = k.func else { unreachable!("registry::pick matched the variant") };
         (k, f)
@@ -328,7 +337,10 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     if g.nodes.is_empty() {
         return Err(Error::Graph("no nodes".into()));
     }
-    let mut b = Builder { model, isa: usable_isa(opts.max_isa), values: Vec::new(), by_name: BTreeMap::new() };
+    let isa = usable_isa(opts.max_isa);
+    let threads = if cfg!(feature = "std") { opts.threads } else { 1 };
+    log::info!("{}: kernel tier {} (this CPU: {}), {threads} thread(s)", model.name, isa.name(), Isa::detect().name());
+    let mut b = Builder { model, isa, values: Vec::new(), by_name: BTreeMap::new() };
     let mut in_shape = vec![opts.batch];
     in_shape.extend_from_slice(&g.input.shape);
     if !(2..=4).contains(&in_shape.len()) {
@@ -379,7 +391,25 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     for (v, off) in b.values.iter_mut().zip(offsets) {
         v.offset = off;
     }
-    Ok(Plan { name: model.name.clone(), steps, values: b.values, input, output, arena_bytes, batch: opts.batch })
+    let scratch_bytes = steps
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::Conv { pack, .. } | StepKind::QConv { pack, .. } => pack.scratch_bytes(threads),
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    Ok(Plan {
+        name: model.name.clone(),
+        steps,
+        values: b.values,
+        input,
+        output,
+        arena_bytes,
+        batch: opts.batch,
+        threads,
+        scratch_bytes,
+    })
 }
 
 fn quantized(node: &Node, v: &Value) -> Result<QParams> {
@@ -744,10 +774,11 @@ fn conv_step<'a>(
         }
         let weight = b.f32_weights(node, c.wshape)?;
         let bias = if c.bias { b.f32_of(node, "bias", &[oc])? } else { vec![0.0; oc] };
-        let (k, f) = pick!(b.isa, node, F32Conv);
-        let packed = (f.pack)(&geom, &weight);
         let clamp = c.activation.bounds();
-        return Ok((k, StepKind::Conv { f, geom, weight, bias, packed, clamp }, ValueType::F32));
+        let (k, f) = pick!(b.isa, node, F32Conv, f if (f.supports)(&geom));
+        let pack = (f.pack)(&geom, &F32ConvParams { weight: &weight, bias: &bias, clamp });
+        let weight = if pack.holds_weights() { Cow::Borrowed(&[][..]) } else { weight };
+        return Ok((k, StepKind::Conv { f, geom, weight, bias, pack, clamp }, ValueType::F32));
     };
     let xq = quantized(node, x)?;
     let weight = b.i8_weights(node, c.wshape)?;
@@ -768,10 +799,14 @@ fn conv_step<'a>(
         }
         None => None,
     };
-    let (k, f) = pick!(b.isa, node, QConv);
+    let (k, f) = pick!(b.isa, node, QConv, f if (f.supports)(&geom));
     let x_zp = internal_i8(&xq).0;
-    let packed = (f.pack)(&geom, &weight, &bias, x_zp);
-    Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, packed, out, residual }, ValueType::Q(q)))
+    let rq =
+        Requant { multiplier: &out.multiplier, shift: &out.shift, zero_point: out.zero_point, lo: out.lo, hi: out.hi };
+    let pack =
+        (f.pack)(&geom, &QConvParams { x_zero_point: x_zp, weight: &weight, bias: &bias, requant: rq, residual });
+    let weight = if pack.holds_weights() { Cow::Borrowed(&[][..]) } else { weight };
+    Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, pack, out, residual }, ValueType::Q(q)))
 }
 
 /// A layout-only op (Flatten): same bytes, new shape.

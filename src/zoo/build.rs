@@ -196,7 +196,8 @@ pub fn random_input(len: usize, seed: u64) -> Vec<f32> {
 }
 
 /// Min/max of the input and of every node output of `model` (already optimized) over `inputs`. Runs the
-/// scalar reference kernels, so the quantized model is the same file on every CPU and tier.
+/// scalar reference kernels: SIMD f32 sums differ in the last bits, and the ranges (hence the int8 file)
+/// must not depend on the CPU or tier that made them.
 pub fn calibrate_minmax(model: &Model<'_>, inputs: &[Vec<f32>]) -> Result<Ranges> {
     let opts = PlanOptions { optimize: false, max_isa: crate::kernels::Isa::Scalar, ..Default::default() };
     let plan = Plan::new(model, &opts)?;

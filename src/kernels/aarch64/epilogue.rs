@@ -3,7 +3,8 @@
 //! separately and added with saturation, zero point, clamp.
 
 use super::pack::interleave_i8;
-use crate::kernels::im2col::{for_each_tile, Operands, Packing, Tile, TILE};
+use crate::kernels::im2col::{for_each_tile, scratch_of, Operands, Packing, Tile, TILE};
+use crate::kernels::packed::ConvPack;
 use crate::kernels::{ConvGeom, F32ConvParams, QConvParams};
 use core::arch::aarch64::*;
 
@@ -53,14 +54,14 @@ fn store8(dst: &mut [i8], v: int8x8_t) {
 
 /// Requantizes one int8 tile and stores its real channels and pixels.
 #[target_feature(enable = "neon")]
-fn store_q(g: &ConvGeom, p: &QConvParams<'_>, t: &Tile, acc: &QAcc, res: Option<&[i8]>, y: &mut [i8]) {
+fn store_q(g: &ConvGeom, p: &QConvParams<'_>, bias: &[i32], t: &Tile, acc: &QAcc, res: Option<&[i8]>, y: &mut [i8]) {
     let hw = g.h_out * g.w_out;
     let rq = p.requant;
     let (zp, lo, hi) = (vdupq_n_s32(rq.zero_point), vdupq_n_s32(rq.lo), vdupq_n_s32(rq.hi));
     for (o, row) in acc.iter().enumerate().take(t.noc) {
         let oc = t.oc0 + o;
         let (m, s) = rq.channel(oc);
-        let bias = vdupq_n_s32(p.packed_bias[t.packed + o]);
+        let bias = vdupq_n_s32(bias[t.packed + o]);
         let at = (t.n * g.c_out + oc) * hw + t.p0;
         // SAFETY: `row` holds 8 i32.
         let (a0, a1) = unsafe { (vld1q_s32(row.as_ptr()), vld1q_s32(row.as_ptr().add(4))) };
@@ -86,19 +87,20 @@ fn store_q(g: &ConvGeom, p: &QConvParams<'_>, t: &Tile, acc: &QAcc, res: Option<
 #[target_feature(enable = "neon")]
 pub fn run_q(
     g: &ConvGeom,
+    pack: &ConvPack,
     p: &QConvParams<'_>,
     x: &[i8],
     res: Option<&[i8]>,
     y: &mut [i8],
-    scratch: &mut [i8],
+    scratch: &mut [u8],
     kb: usize,
     micro: impl Fn(&Operands<'_, i8>, &mut QAcc),
 ) {
     let packing = Packing { kb, pad: p.x_zero_point as i8, interleave: interleave_i8 };
-    for_each_tile(g, &packing, x, p.packed_weight, scratch, |t, ops| {
+    for_each_tile(g, &packing, x, &pack.wq, scratch_of(pack, scratch), |t, ops| {
         let mut acc = [[0; TILE]; TILE];
         micro(ops, &mut acc);
-        store_q(g, p, t, &acc, res, y);
+        store_q(g, p, &pack.bq, t, &acc, res, y);
     });
 }
 

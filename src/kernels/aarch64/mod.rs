@@ -11,6 +11,20 @@
 //! guarantees by capping `PlanOptions::max_isa` at `Isa::detect()` (with std; without std the caller
 //! vouches for the tier it passes).
 
+/// The registry entry of an int8 tier: the im2col pack with k block `$kb`, and [`epilogue::run_q`] with the
+/// microkernel `$micro`. The caller states the tier's safety contract (`run_q` needs the tier's features).
+macro_rules! qs8_conv {
+    ($kb:expr, $micro:path) => {
+        $crate::kernels::registry::QConv {
+            supports: super::neon::any_geometry,
+            pack: |g, p| $crate::kernels::im2col::pack_i8(g, p, $kb),
+            run: |g, pack, p, x, r, y, s, _| unsafe {
+                super::epilogue::run_q(g, pack, p, x, r, y, s, $kb, |o, acc| $micro(o, acc))
+            },
+        }
+    };
+}
+
 mod epilogue;
 mod neon;
 mod neondot;

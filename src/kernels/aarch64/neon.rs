@@ -2,26 +2,28 @@
 //! `SADALP` (k block 16). The int16 pair sums are exact because weights lie in [-127, 127] and activations
 //! are raw int8: 2 * 128 * 127 = 32512 (spec 2, 11.3).
 
-use super::epilogue::{run_q, store_f32, FAcc, QAcc};
-use crate::kernels::im2col::{
-    for_each_tile, interleave, k_padded, pack_qbias, pack_weights, scratch_len, Operands, Packing, TILE,
-};
+use super::epilogue::{store_f32, FAcc, QAcc};
+use crate::kernels::im2col::{self, for_each_tile, interleave, scratch_of, Operands, Packing, TILE};
+use crate::kernels::packed::ConvPack;
 use crate::kernels::registry::{F32Conv, QConv};
-use crate::kernels::{ConvGeom, F32ConvParams, QConvParams, QPacked};
+use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::aarch64::*;
 
 /// k block of the int8 NEON kernel.
 const QKB: usize = 16;
 
-fn f32_conv(g: &ConvGeom, p: &F32ConvParams<'_>, x: &[f32], r: Option<&[f32]>, y: &mut [f32], s: &mut [f32]) {
-    // SAFETY: NEON is part of every AArch64 target this module is built for.
-    unsafe { f32_conv_neon(g, p, x, r, y, s) }
-}
-
 #[target_feature(enable = "neon")]
-fn f32_conv_neon(g: &ConvGeom, p: &F32ConvParams<'_>, x: &[f32], r: Option<&[f32]>, y: &mut [f32], s: &mut [f32]) {
+fn f32_conv_neon(
+    g: &ConvGeom,
+    pack: &ConvPack,
+    p: &F32ConvParams<'_>,
+    x: &[f32],
+    r: Option<&[f32]>,
+    y: &mut [f32],
+    s: &mut [f32],
+) {
     let packing = Packing { kb: 1, pad: 0.0, interleave: interleave::<f32> };
-    for_each_tile(g, &packing, x, p.packed, s, |t, ops| {
+    for_each_tile(g, &packing, x, &pack.wf, s, |t, ops| {
         let mut acc = [[0.0; TILE]; TILE];
         f32_micro(ops, &mut acc);
         store_f32(g, p, t, &acc, r, y);
@@ -60,11 +62,6 @@ fn f32_micro(o: &Operands<'_, f32>, acc: &mut FAcc) {
     }
 }
 
-fn qs8_conv(g: &ConvGeom, p: &QConvParams<'_>, x: &[i8], r: Option<&[i8]>, y: &mut [i8], s: &mut [i8]) {
-    // SAFETY: NEON is part of every AArch64 target this module is built for.
-    unsafe { run_q(g, p, x, r, y, s, QKB, |o, acc| qs8_micro(o, acc)) }
-}
-
 /// 8 channels x 8 pixels as four 4x4 sub-tiles; each (channel, pixel) pair accumulates 16 products per
 /// k block in one i32x4 (`SMULL`, `SMLAL2`, `SADALP`), summed across lanes at the end.
 #[inline]
@@ -100,21 +97,16 @@ fn qs8_micro(o: &Operands<'_, i8>, acc: &mut QAcc) {
     }
 }
 
-fn f32_scratch(g: &ConvGeom) -> usize {
-    scratch_len(g, 1)
+pub(super) fn any_geometry(_: &ConvGeom) -> bool {
+    true
 }
 
-fn qs8_scratch(g: &ConvGeom) -> usize {
-    scratch_len(g, QKB)
-}
+pub const F32_CONV_NEON: F32Conv = F32Conv {
+    supports: any_geometry,
+    pack: |g, p| im2col::pack_f32(g, p, 1),
+    // SAFETY: NEON is part of every AArch64 target this module is built for.
+    run: |g, pack, p, x, r, y, s, _| unsafe { f32_conv_neon(g, pack, p, x, r, y, scratch_of(pack, s)) },
+};
 
-/// Packs for a k block of `kb` (shared by the int8 tiers).
-pub(super) fn qs8_pack(g: &ConvGeom, w: &[i8], bias: &[i32], x_zp: i32, kb: usize) -> QPacked {
-    debug_assert_eq!(k_padded(g, kb) % kb, 0);
-    QPacked { weight: pack_weights(g, w, kb), bias: pack_qbias(g, w, bias, x_zp) }
-}
-
-pub const F32_CONV_NEON: F32Conv = F32Conv { run: f32_conv, pack: |g, w| pack_weights(g, w, 1), scratch: f32_scratch };
-
-pub const QS8_CONV_NEON: QConv =
-    QConv { run: qs8_conv, pack: |g, w, b, zp| qs8_pack(g, w, b, zp, QKB), scratch: qs8_scratch };
+// SAFETY: NEON is part of every AArch64 target this module is built for.
+pub const QS8_CONV_NEON: QConv = qs8_conv!(QKB, qs8_micro);

@@ -1,20 +1,13 @@
 //! ARMv8.2 dotprod convolution: `SDOT` by element, k block 4. Per k block: two pixel vectors (4 pixels x 4
 //! values each), two weight vectors (4 channels x 4 values), 16 `SDOT`s = 256 multiply-adds.
 
-use super::epilogue::{run_q, QAcc};
-use super::neon::qs8_pack;
-use crate::kernels::im2col::{scratch_len, Operands, TILE};
+use super::epilogue::QAcc;
+use crate::kernels::im2col::{Operands, TILE};
 use crate::kernels::registry::QConv;
-use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 const KB: usize = 4;
-
-fn qs8_conv(g: &ConvGeom, p: &QConvParams<'_>, x: &[i8], r: Option<&[i8]>, y: &mut [i8], s: &mut [i8]) {
-    // SAFETY: the planner picks this kernel only on CPUs with dotprod (module contract).
-    unsafe { run_q(g, p, x, r, y, s, KB, |o, acc| micro(o, acc)) }
-}
 
 /// # Safety
 /// The CPU must implement dotprod.
@@ -50,5 +43,5 @@ fn micro(o: &Operands<'_, i8>, acc: &mut QAcc) {
     }
 }
 
-pub const QS8_CONV_NEONDOT: QConv =
-    QConv { run: qs8_conv, pack: |g, w, b, zp| qs8_pack(g, w, b, zp, KB), scratch: |g| scratch_len(g, KB) };
+// SAFETY: the planner picks this kernel only on CPUs with dotprod (module contract).
+pub const QS8_CONV_NEONDOT: QConv = qs8_conv!(KB, micro);

@@ -2,20 +2,13 @@
 //! block of channels into a 2x2 i32 tile (32 multiply-adds); per k block 4 pixel vectors, 4 weight vectors
 //! and 16 `SMMLA`s = 512 multiply-adds.
 
-use super::epilogue::{run_q, QAcc};
-use super::neon::qs8_pack;
-use crate::kernels::im2col::{scratch_len, Operands, TILE};
+use super::epilogue::QAcc;
+use crate::kernels::im2col::{Operands, TILE};
 use crate::kernels::registry::QConv;
-use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::aarch64::*;
 use core::arch::asm;
 
 const KB: usize = 8;
-
-fn qs8_conv(g: &ConvGeom, p: &QConvParams<'_>, x: &[i8], r: Option<&[i8]>, y: &mut [i8], s: &mut [i8]) {
-    // SAFETY: the planner picks this kernel only on CPUs with i8mm (module contract).
-    unsafe { run_q(g, p, x, r, y, s, KB, |o, acc| micro(o, acc)) }
-}
 
 /// # Safety
 /// The CPU must implement i8mm.
@@ -56,5 +49,5 @@ fn micro(o: &Operands<'_, i8>, acc: &mut QAcc) {
     }
 }
 
-pub const QS8_CONV_NEONI8MM: QConv =
-    QConv { run: qs8_conv, pack: |g, w, b, zp| qs8_pack(g, w, b, zp, KB), scratch: |g| scratch_len(g, KB) };
+// SAFETY: the planner picks this kernel only on CPUs with i8mm (module contract).
+pub const QS8_CONV_NEONI8MM: QConv = qs8_conv!(KB, micro);

@@ -35,7 +35,7 @@ fn transpose8x8(row: impl Fn(usize) -> int8x8_t) -> [int8x16_t; 4] {
 #[target_feature(enable = "neon")]
 fn interleave_neon(rows: &[i8], k_pad: usize, kb: usize, panel: &mut [i8]) {
     let pb = rows.len() / k_pad;
-    assert!(pb % TILE == 0 && k_pad % kb == 0 && panel.len() >= rows.len());
+    assert!(pb.is_multiple_of(TILE) && k_pad.is_multiple_of(kb) && panel.len() >= rows.len());
     let mut at = 0;
     for t in 0..pb / TILE {
         for blk in 0..k_pad / kb {

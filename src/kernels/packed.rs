@@ -1,0 +1,295 @@
+//! What every convolution kernel shares, whatever its ISA: the [`ConvPack`] its registry entry prepares at
+//! plan time (packed weights, bias, lane tables, scratch size), the executor's 64-byte aligned [`Scratch`],
+//! and the [`Parallel`] workers it may split its work across. Plus the phase-plane frame of the x86 blocked
+//! kernels, described below; the AArch64 kernels gather with [`super::im2col`] instead and keep only their
+//! packed weights and scratch size here.
+//!
+//! Phase planes: the input image is rewritten once per run into padded **phase planes**: for stride (sh, sw), input channel
+//! `c` becomes sh·sw planes of `hg × wg` elements, plane (a, b) holding padded rows `a, a+sh, …` and columns
+//! `b, b+sw, …` (padding = 0.0 in f32, the zero point in int8). Every kernel tap (c, ky, kx) is then a
+//! constant element offset from the output position on a grid `q = oy·wg + ox` (stride and dilation
+//! included), so a run of grid positions reads contiguous memory: one vector load per tap, no im2col copy,
+//! no bounds checks. The grid is `wg - w_out` columns wider than the output; those lanes are computed and
+//! dropped ([`ConvPack::chunks`] lists which lanes are real and where they go).
+//!
+//! Weights are packed once into blocks of `mr` output channels (zero rows pad the last block) and the
+//! reduction is padded to a multiple of `kgroup` with zero weights (pointing at offset 0).
+
+use super::ConvGeom;
+use core::ops::Range;
+use std::prelude::v1::*;
+
+/// Runs work on a fixed set of workers: the executor's thread pool, or [`Serial`].
+pub trait Parallel: Sync {
+    /// Number of workers (>= 1).
+    fn workers(&self) -> usize;
+    /// Calls `f(worker, task)` exactly once for every task in `0..tasks`, on any workers (the calling thread
+    /// is worker 0; no two concurrent calls share a worker index), and returns when all calls have returned.
+    /// Tasks are claimed one by one, so a worker the OS does not schedule never delays the others.
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize, usize) + Sync));
+}
+
+/// One worker: the calling thread.
+pub struct Serial;
+
+impl Parallel for Serial {
+    fn workers(&self) -> usize {
+        1
+    }
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        (0..tasks).for_each(|t| f(0, t))
+    }
+}
+
+/// Worker `w`'s share of `0..n` (contiguous, sizes differ by at most one).
+pub fn share(n: usize, workers: usize, w: usize) -> Range<usize> {
+    n * w / workers..n * (w + 1) / workers
+}
+
+/// Geometry of the phase planes of one image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Planes {
+    pub sh: usize,
+    pub sw: usize,
+    pub hg: usize,
+    pub wg: usize,
+    /// Elements of all planes of one image, plus slack so that whole tiles can be read past the grid end.
+    pub len: usize,
+}
+
+impl Planes {
+    /// Elements per plane.
+    pub fn plane(&self) -> usize {
+        self.hg * self.wg
+    }
+    /// Elements of one input channel's planes.
+    pub fn per_channel(&self) -> usize {
+        self.sh * self.sw * self.plane()
+    }
+}
+
+/// Output lanes of 16 consecutive grid positions: which are real (bit i = position 16j + i) and the output
+/// index (within one channel) of the first real one. Real lanes map to consecutive output indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Chunk {
+    pub mask: u16,
+    pub start: u32,
+}
+
+/// Everything a convolution kernel prepared at plan time. The weight fields hold whatever layout their
+/// kernel documents (the x86 layouts are given below; AArch64: [`super::im2col::pack_weights`] in `wf` / `wq`
+/// and [`super::im2col::pack_qbias`] in `bq`); the scalar reference packs nothing.
+#[derive(Clone, Debug, Default)]
+pub struct ConvPack {
+    /// Output channels per weight block and grid positions per tile.
+    pub mr: usize,
+    pub nr: usize,
+    /// Reduction length and its padded length (a multiple of the kernel's group of reduction steps).
+    pub k: usize,
+    pub kp: usize,
+    pub planes: Option<Planes>,
+    /// Grid positions of one image (`h_out · wg`) and tiles covering them.
+    pub q: usize,
+    pub tiles: usize,
+    /// Element offset of reduction index k (order c, ky, kx) from a grid position, `kp` entries.
+    pub offsets: Vec<u32>,
+    /// One entry per 16 grid positions, `tiles · nr / 16` entries.
+    pub chunks: Vec<Chunk>,
+    /// f32 weights `[m/mr][kp][mr]` and bias `[m]`.
+    pub wf: Vec<f32>,
+    pub bf: Vec<f32>,
+    /// int8 weights `[m/mr][kp/4][mr][4]` (VNNI) and the bias with the zero-point correction folded in.
+    pub wq: Vec<i8>,
+    /// int8 weights widened to i16, `[m/mr][kp/2][mr][2]` (AVX2 `vpmaddwd`).
+    pub wq16: Vec<i16>,
+    pub bq: Vec<i32>,
+    /// Scratch bytes each worker needs besides the planes (its packed input tile; AArch64: its im2col
+    /// rows, panel and padded row).
+    pub panel_bytes: usize,
+    /// Bytes per plane element (4 for f32, 1 for int8).
+    pub elem: usize,
+}
+
+impl ConvPack {
+    /// Geometry, offsets and lane tables for `g` (groups must be 1). `nr` must be a multiple of 16.
+    pub fn new(g: &ConvGeom, mr: usize, nr: usize, kgroup: usize, elem: usize) -> ConvPack {
+        debug_assert!(g.groups == 1 && nr.is_multiple_of(16));
+        let (sh, sw) = (g.stride_h, g.stride_w);
+        let (max_ry, max_rx) = ((g.kh - 1) * g.dil_h / sh, (g.kw - 1) * g.dil_w / sw);
+        let (hg, wg) = (g.h_out + max_ry, g.w_out + max_rx);
+        let plane = hg * wg;
+        let k = g.k();
+        let kp = k.next_multiple_of(kgroup);
+        let mut offsets = Vec::with_capacity(kp);
+        for c in 0..g.c_in {
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let (a, ry) = ((ky * g.dil_h) % sh, (ky * g.dil_h) / sh);
+                    let (b, rx) = ((kx * g.dil_w) % sw, (kx * g.dil_w) / sw);
+                    offsets.push((((c * sh + a) * sw + b) * plane + ry * wg + rx) as u32);
+                }
+            }
+        }
+        offsets.resize(kp, 0);
+        let q = g.h_out * wg;
+        let tiles = q.div_ceil(nr);
+        let max_off = offsets.iter().copied().max().unwrap_or(0) as usize;
+        let len = (g.c_in * sh * sw * plane).max(max_off + tiles * nr);
+        let chunks = (0..tiles * nr / 16)
+            .map(|j| {
+                let mut chunk = Chunk::default();
+                for i in (0..16).rev() {
+                    let p = 16 * j + i;
+                    if p < q && p % wg < g.w_out {
+                        chunk.mask |= 1 << i;
+                        chunk.start = ((p / wg) * g.w_out + p % wg) as u32;
+                    }
+                }
+                chunk
+            })
+            .collect();
+        ConvPack {
+            mr,
+            nr,
+            k,
+            kp,
+            planes: Some(Planes { sh, sw, hg, wg, len }),
+            q,
+            tiles,
+            offsets,
+            chunks,
+            elem,
+            ..ConvPack::default()
+        }
+    }
+
+    /// Whether the packed weights replace the OIHW ones: the planner then drops those, and the kernel must
+    /// not read `weight` from its parameters.
+    pub fn holds_weights(&self) -> bool {
+        !(self.wf.is_empty() && self.wq.is_empty() && self.wq16.is_empty())
+    }
+
+    /// Weight blocks of `mr` output channels.
+    pub fn blocks(&self, m: usize) -> usize {
+        m.div_ceil(self.mr)
+    }
+
+    /// Scratch bytes for `workers` workers: the planes (64-byte aligned) and one panel per worker.
+    pub fn scratch_bytes(&self, workers: usize) -> usize {
+        let planes = self.planes.map_or(0, |p| p.len * self.elem);
+        planes.next_multiple_of(64) + workers * self.panel_bytes.next_multiple_of(64)
+    }
+
+    /// f32 weights (OIHW, `m` rows of `k`) into `[m/mr][kp][mr]`, and the bias.
+    pub fn pack_f32(&mut self, m: usize, w: &[f32], bias: &[f32]) {
+        let (mr, kp) = (self.mr, self.kp);
+        self.wf = vec![0.0; self.blocks(m) * kp * mr];
+        for (oc, row) in w.chunks_exact(self.k).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                self.wf[(oc / mr * kp + k) * mr + oc % mr] = v;
+            }
+        }
+        self.bf = bias.to_vec();
+    }
+
+    /// int8 weights into groups of `kgroup` reduction steps per row, `[m/mr][kp/kgroup][mr][kgroup]`, as
+    /// `T`, and the bias corrected for activations fed as `x + 128` (docs/int8-spec.md, section 11.2):
+    /// `bias - (x_zp + 128) · Σ w`. It fits i32 because the planner bounds `|bias| + K · 255 · 127`.
+    pub fn pack_i8<T: Copy + Default + From<i8>>(
+        &mut self,
+        m: usize,
+        kgroup: usize,
+        w: &[i8],
+        bias: &[i32],
+        x_zp: i32,
+    ) -> Vec<T> {
+        let (mr, kp) = (self.mr, self.kp);
+        let mut out = vec![T::default(); self.blocks(m) * kp * mr];
+        for (oc, row) in w.chunks_exact(self.k).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                out[((oc / mr * kp + k / kgroup * kgroup) * mr) + (oc % mr) * kgroup + k % kgroup] = T::from(v);
+            }
+        }
+        self.bq = w
+            .chunks_exact(self.k)
+            .zip(bias)
+            .map(|(row, &b)| {
+                let sum: i64 = row.iter().map(|&v| v as i64).sum();
+                (b as i64 - (x_zp as i64 + 128) * sum) as i32
+            })
+            .collect();
+        out
+    }
+}
+
+/// A zeroed byte buffer whose usable part starts 64-byte aligned: the executor's kernel scratch (one per
+/// executor, sized for the largest step) and the one-shot calls of tests and benches.
+#[derive(Default)]
+pub struct Scratch {
+    buf: Vec<u8>,
+    base: usize,
+    len: usize,
+}
+
+impl Scratch {
+    pub fn new(len: usize) -> Scratch {
+        let buf = vec![0u8; len + 64];
+        let base = buf.as_ptr().align_offset(64).min(64);
+        Scratch { buf, base, len }
+    }
+
+    /// The `len` aligned bytes.
+    pub fn bytes(&mut self) -> &mut [u8] {
+        &mut self.buf[self.base..self.base + self.len]
+    }
+}
+
+/// Writes the phase planes of one image's channels `chans` (`x` = that image, NCHW) into `out`, which
+/// starts at channel `chans.start`'s first plane, mapping each value with `map` and padding with `pad`.
+pub fn fill_planes<T: Copy, U: Copy>(
+    g: &ConvGeom,
+    p: &Planes,
+    x: &[T],
+    chans: Range<usize>,
+    map: impl Fn(T) -> U,
+    pad: U,
+    out: &mut [U],
+) {
+    let plane = p.plane();
+    let c0 = chans.start;
+    for c in chans {
+        let xc = &x[c * g.h_in * g.w_in..][..g.h_in * g.w_in];
+        for a in 0..p.sh {
+            for b in 0..p.sw {
+                let dst = &mut out[(((c - c0) * p.sh + a) * p.sw + b) * plane..][..plane];
+                // Plane column j reads input column j·sw + b - pad_l: the valid ones are a contiguous range.
+                let first = (g.pad_l.saturating_sub(b)).div_ceil(p.sw).min(p.wg);
+                let end = ((g.w_in + g.pad_l).saturating_sub(b)).div_ceil(p.sw).clamp(first, p.wg);
+                for (r, row) in dst.chunks_exact_mut(p.wg).enumerate() {
+                    let iy = (r * p.sh + a).checked_sub(g.pad_t).filter(|&y| y < g.h_in);
+                    let Some(iy) = iy else {
+                        row.fill(pad);
+                        continue;
+                    };
+                    row[..first].fill(pad);
+                    row[end..].fill(pad);
+                    if first == end {
+                        // A phase column with no input column in it (stride wider than the padded row).
+                        continue;
+                    }
+                    let x0 = first * p.sw + b - g.pad_l;
+                    let src = &xc[iy * g.w_in + x0..];
+                    if p.sw == 1 {
+                        for (d, &s) in row[first..end].iter_mut().zip(src) {
+                            *d = map(s);
+                        }
+                    } else {
+                        for (d, &s) in row[first..end].iter_mut().zip(src.iter().step_by(p.sw)) {
+                            *d = map(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

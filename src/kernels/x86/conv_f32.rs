@@ -1,0 +1,206 @@
+//! f32 blocked convolution, AVX-512 and AVX2 + FMA. Weights `[m/8][kp][8]`; a task is 8 output channels
+//! x one tile of grid positions (32 for AVX-512: 16 accumulators, two vectors per row; 16 for AVX2, in
+//! two halves of 4 rows to fit 16 ymm registers). Bias starts the sums; residual and clamp are applied
+//! to the real lanes before the store.
+
+use super::{drive, lanes, split_scratch, supports, Shared};
+use crate::kernels::packed::{fill_planes, ConvPack, Parallel};
+use crate::kernels::registry::F32Conv;
+use crate::kernels::{ConvGeom, F32ConvParams};
+use core::arch::x86_64::*;
+
+/// AVX-512 f32 convolution (tier `avx512`).
+pub const F32_CONV_AVX512: F32Conv = F32Conv {
+    supports,
+    pack: pack_avx512,
+    run: |g, pack, p, x, r, y, s, par| run(tile_avx512, g, pack, x, r, p.clamp, y, s, par),
+};
+/// AVX2 + FMA f32 convolution (tier `avx2`).
+pub const F32_CONV_AVX2: F32Conv = F32Conv {
+    supports,
+    pack: pack_avx2,
+    run: |g, pack, p, x, r, y, s, par| run(tile_avx2, g, pack, x, r, p.clamp, y, s, par),
+};
+
+const MR: usize = 8;
+
+fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
+    let mut pack = ConvPack::new(g, MR, nr, 1, 4);
+    pack.pack_f32(g.c_out, p.weight, p.bias);
+    pack
+}
+
+fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
+    pack(g, p, 32)
+}
+
+fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
+    pack(g, p, 16)
+}
+
+/// What one task needs, for one image.
+struct Ctx<'p> {
+    pack: &'p ConvPack,
+    planes: Shared<f32>,
+    y: Shared<f32>,
+    res: Option<Shared<f32>>,
+    lo: f32,
+    hi: f32,
+    m: usize,
+    hw: usize,
+}
+
+type TileFn = unsafe fn(&Ctx<'_>, usize, usize);
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    tile: TileFn,
+    g: &ConvGeom,
+    pack: &ConvPack,
+    x: &[f32],
+    residual: Option<&[f32]>,
+    (lo, hi): (f32, f32),
+    y: &mut [f32],
+    scratch: &mut [u8],
+    par: &dyn Parallel,
+) {
+    debug_assert!(scratch.len() >= pack.scratch_bytes(par.workers()));
+    debug_assert!(x.len() == g.input_len() && y.len() == g.output_len());
+    let (planes, _) = split_scratch::<f32>(pack, scratch);
+    let pl = pack.planes.expect("a packed convolution has planes");
+    let (hw_in, hw) = (g.h_in * g.w_in, g.h_out * g.w_out);
+    for n in 0..g.n {
+        let xn = &x[n * g.c_in * hw_in..][..g.c_in * hw_in];
+        let ctx = Ctx {
+            pack,
+            planes,
+            y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
+            res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut f32)),
+            lo,
+            hi,
+            m: g.c_out,
+            hw,
+        };
+        let fill = |ch: core::ops::Range<usize>| {
+            // SAFETY: workers fill disjoint channel ranges of the planes region, which split_scratch sized.
+            let out = unsafe {
+                core::slice::from_raw_parts_mut(
+                    planes.get().add(ch.start * pl.per_channel()),
+                    ch.len() * pl.per_channel(),
+                )
+            };
+            fill_planes(g, &pl, xn, ch, |v| v, 0.0, out);
+        };
+        // SAFETY: the registry lists each tile fn under the tier that provides its features.
+        drive(g, pack, true, par, &fill, &|_, _| {}, &|_, t, b| unsafe { tile(&ctx, t, b) });
+    }
+}
+
+/// # Safety
+/// The CPU has AVX-512F; `t` < tiles, `blk` < blocks; the planes of the current image are filled.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
+    let p = c.pack;
+    let kp = p.kp;
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    for (r, acc) in acc.iter_mut().enumerate() {
+        if let Some(&b) = p.bf.get(blk * MR + r) {
+            *acc = [_mm512_set1_ps(b); 2];
+        }
+    }
+    // SAFETY: ConvPack::new sized the planes so that offsets[k] + (t + 1) * nr stays inside; the block has
+    // kp * MR weights.
+    unsafe {
+        let src = c.planes.get().add(t * 32) as *const f32;
+        let w = p.wf.as_ptr().add(blk * kp * MR);
+        for k in 0..kp {
+            let s = src.add(*p.offsets.get_unchecked(k) as usize);
+            let (b0, b1) = (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16)));
+            let wk = w.add(k * MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_ps(*wk.add(r));
+                acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+            }
+        }
+    }
+    let (lo, hi) = (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi));
+    for (r, acc) in acc.iter().enumerate() {
+        let oc = blk * MR + r;
+        if oc >= c.m {
+            break;
+        }
+        for (v, &acc) in acc.iter().enumerate() {
+            let ch = p.chunks[t * 2 + v];
+            if ch.mask == 0 {
+                continue;
+            }
+            let keep = ((1u32 << ch.mask.count_ones()) - 1) as u16;
+            let at = oc * c.hw + ch.start as usize;
+            let mut val = _mm512_maskz_compress_ps(ch.mask, acc);
+            // SAFETY: the `keep` lanes from `at` are this channel's real outputs (masked lanes never fault).
+            unsafe {
+                if let Some(res) = c.res {
+                    val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().add(at)));
+                }
+                _mm512_mask_storeu_ps(c.y.get().add(at), keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA; `t` < tiles, `blk` < blocks; the planes of the current image are filled.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2(c: &Ctx<'_>, t: usize, blk: usize) {
+    let p = c.pack;
+    let kp = p.kp;
+    for half in 0..2 {
+        let row0 = blk * MR + half * 4;
+        if row0 >= c.m {
+            break;
+        }
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            if let Some(&b) = p.bf.get(row0 + r) {
+                *acc = [_mm256_set1_ps(b); 2];
+            }
+        }
+        // SAFETY: as in tile_avx512, with 16 grid positions per tile.
+        unsafe {
+            let src = c.planes.get().add(t * 16) as *const f32;
+            let w = p.wf.as_ptr().add(blk * kp * MR + half * 4);
+            for k in 0..kp {
+                let s = src.add(*p.offsets.get_unchecked(k) as usize);
+                let (b0, b1) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
+                let wk = w.add(k * MR);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm256_set1_ps(*wk.add(r));
+                    acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+                }
+            }
+        }
+        let ch = p.chunks[t];
+        for (r, acc) in acc.iter().enumerate() {
+            let oc = row0 + r;
+            if oc >= c.m {
+                break;
+            }
+            let mut vals = [0f32; 16];
+            // SAFETY: vals holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(vals.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(vals.as_mut_ptr().add(8), acc[1]);
+            }
+            let at = oc * c.hw + ch.start as usize;
+            for (i, lane) in lanes(ch.mask).enumerate() {
+                // SAFETY: real lanes map to this channel's outputs at + i.
+                unsafe {
+                    let r = c.res.map_or(0.0, |r| *r.0.add(at + i));
+                    *c.y.get().add(at + i) = (vals[lane] + r).max(c.lo).min(c.hi);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! int8 blocked convolution, AVX-512 VNNI and AVX2, bit-exact with the scalar reference
+//! (docs/int8-spec.md). Activations enter the planes as `x + 128` (u8; padding = `x_zp + 128`, so every tap
+//! is present) and the bias carries `-(x_zp + 128) · Σw` (section 11.2); sums wrap in i32, which is exact
+//! because the true accumulator fits (section 4).
+//!
+//! - VNNI: a tile's input is packed per worker as `[kp/4][32 positions][4 bytes]`, weights
+//!   `[m/8][kp/4][8][4]`; `vpdpbusd` (u8 x s8, 4 products per lane) into 8 x 2 accumulators. The epilogue
+//!   requantizes in 64-bit lanes (`vpmuldq`, `vpsraq`), adds the requantized residual, the zero point,
+//!   clamps, and stores the real lanes.
+//! - AVX2: input `[kp/2][16][2]` as i16 and weights `[m/8][kp/2][8][2]` as i16; `vpmaddwd` gives exact
+//!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the scalar spec code.
+
+use super::{drive, lanes, panel_stride, split_scratch, supports, Shared};
+use crate::kernels::packed::{fill_planes, ConvPack, Parallel};
+use crate::kernels::registry::QConv;
+use crate::kernels::{ConvGeom, QConvParams};
+use crate::quant::{requantize, saturate};
+use core::arch::x86_64::*;
+
+/// AVX-512 VNNI int8 convolution (tier `avx512vnni`).
+pub const QS8_CONV_VNNI: QConv = QConv {
+    supports,
+    pack: pack_vnni,
+    run: |g, pack, p, x, r, y, s, par| run((panel_vnni, block_vnni), g, pack, p, x, r, y, s, par),
+};
+/// AVX2 int8 convolution (tier `avx2`).
+pub const QS8_CONV_AVX2: QConv = QConv {
+    supports,
+    pack: pack_avx2,
+    run: |g, pack, p, x, r, y, s, par| run((panel_avx2, block_avx2), g, pack, p, x, r, y, s, par),
+};
+
+const MR: usize = 8;
+
+fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    let mut pack = ConvPack::new(g, MR, 32, 4, 1);
+    pack.wq = pack.pack_i8(g.c_out, 4, p.weight, p.bias, p.x_zero_point);
+    pack.panel_bytes = pack.kp * 32;
+    pack
+}
+
+fn pack_avx2(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    let mut pack = ConvPack::new(g, MR, 16, 2, 1);
+    pack.wq16 = pack.pack_i8(g.c_out, 2, p.weight, p.bias, p.x_zero_point);
+    pack.panel_bytes = pack.kp * 16 * 2;
+    pack
+}
+
+/// What one task needs, for one image.
+struct Ctx<'p> {
+    pack: &'p ConvPack,
+    p: &'p QConvParams<'p>,
+    planes: Shared<u8>,
+    panels: Shared<u8>,
+    y: Shared<i8>,
+    res: Option<Shared<i8>>,
+    m: usize,
+    hw: usize,
+}
+
+type TileFn = unsafe fn(&Ctx<'_>, usize, usize);
+type BlockFn = unsafe fn(&Ctx<'_>, usize, usize, usize);
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    (tile, block): (TileFn, BlockFn),
+    g: &ConvGeom,
+    pack: &ConvPack,
+    p: &QConvParams<'_>,
+    x: &[i8],
+    residual: Option<&[i8]>,
+    y: &mut [i8],
+    scratch: &mut [u8],
+    par: &dyn Parallel,
+) {
+    debug_assert!(scratch.len() >= pack.scratch_bytes(par.workers()));
+    debug_assert!(x.len() == g.input_len() && y.len() == g.output_len());
+    let (planes, panels) = split_scratch::<u8>(pack, scratch);
+    let pl = pack.planes.expect("a packed convolution has planes");
+    let (hw_in, hw) = (g.h_in * g.w_in, g.h_out * g.w_out);
+    let pad = (p.x_zero_point + 128) as u8;
+    for n in 0..g.n {
+        let xn = &x[n * g.c_in * hw_in..][..g.c_in * hw_in];
+        let ctx = Ctx {
+            pack,
+            p,
+            planes,
+            panels,
+            y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
+            res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut i8)),
+            m: g.c_out,
+            hw,
+        };
+        let fill = |ch: core::ops::Range<usize>| {
+            // SAFETY: workers fill disjoint channel ranges of the planes region, which split_scratch sized.
+            let out = unsafe {
+                core::slice::from_raw_parts_mut(
+                    planes.get().add(ch.start * pl.per_channel()),
+                    ch.len() * pl.per_channel(),
+                )
+            };
+            fill_planes(g, &pl, xn, ch, |v: i8| (v as u8) ^ 0x80, pad, out);
+        };
+        // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
+        // touches panel w.
+        drive(g, pack, false, par, &fill, &|w, t| unsafe { tile(&ctx, w, t) }, &|w, t, b| unsafe {
+            block(&ctx, w, t, b)
+        });
+    }
+}
+
+/// Packs tile `t` into worker `w`'s panel: `[kp/4][32][4]`, byte j of a lane = reduction step 4g + j.
+///
+/// # Safety
+/// AVX-512 BW/VL available; planes filled; `w` < workers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
+    let p = c.pack;
+    // SAFETY: rows are read inside the planes (ConvPack::new), the panel holds kp * 32 bytes.
+    unsafe {
+        let src = c.planes.get().add(t * 32) as *const u8;
+        let dst = c.panels.get().add(w * panel_stride(p));
+        for g4 in 0..p.kp / 4 {
+            let o = p.offsets.as_ptr().add(g4 * 4);
+            for v in 0..2 {
+                let ld = |j: usize| _mm_loadu_si128(src.add(*o.add(j) as usize + 16 * v) as *const __m128i);
+                let (r0, r1, r2, r3) = (ld(0), ld(1), ld(2), ld(3));
+                let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+                let (c2, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+                let out = dst.add(g4 * 128 + v * 64) as *mut __m128i;
+                _mm_storeu_si128(out, _mm_unpacklo_epi16(a, c2));
+                _mm_storeu_si128(out.add(1), _mm_unpackhi_epi16(a, c2));
+                _mm_storeu_si128(out.add(2), _mm_unpacklo_epi16(b, d));
+                _mm_storeu_si128(out.add(3), _mm_unpackhi_epi16(b, d));
+            }
+        }
+    }
+}
+
+/// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn requant64(acc: __m512i, m: i32, s: i32) -> (__m512i, __m512i) {
+    let mv = _mm512_set1_epi64(m as i64);
+    let rnd = _mm512_set1_epi64(1i64 << (s - 1));
+    let sh = _mm_cvtsi32_si128(s);
+    let e = _mm512_mul_epi32(acc, mv);
+    let o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), mv);
+    (_mm512_sra_epi64(_mm512_add_epi64(e, rnd), sh), _mm512_sra_epi64(_mm512_add_epi64(o, rnd), sh))
+}
+
+/// Saturation of i64 lanes to i32 (the requantize result is an i32).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn sat32(v: __m512i) -> __m512i {
+    _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(i32::MIN as i64)), _mm512_set1_epi64(i32::MAX as i64))
+}
+
+/// One task: 8 output channels x 32 positions from worker `w`'s panel.
+///
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI available; panel `w` holds tile `t`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn block_vnni(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
+    let p = c.pack;
+    let kp = p.kp;
+    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+    for (r, acc) in acc.iter_mut().enumerate() {
+        if let Some(&b) = p.bq.get(blk * MR + r) {
+            *acc = [_mm512_set1_epi32(b); 2];
+        }
+    }
+    // SAFETY: the panel has kp * 32 bytes, the block kp * MR weights.
+    unsafe {
+        let panel = c.panels.get().add(w * panel_stride(p)) as *const u8;
+        let wt = p.wq.as_ptr().add(blk * kp * MR) as *const i32;
+        for g4 in 0..kp / 4 {
+            let b0 = _mm512_loadu_si512(panel.add(g4 * 128) as *const _);
+            let b1 = _mm512_loadu_si512(panel.add(g4 * 128 + 64) as *const _);
+            let wk = wt.add(g4 * MR);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = _mm512_set1_epi32(wk.add(r).read_unaligned());
+                acc[0] = _mm512_dpbusd_epi32(acc[0], b0, a);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], b1, a);
+            }
+        }
+    }
+    let rq = &c.p.requant;
+    let zp = _mm512_set1_epi64(rq.zero_point as i64);
+    let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
+    for (r, acc) in acc.iter().enumerate() {
+        let oc = blk * MR + r;
+        if oc >= c.m {
+            break;
+        }
+        let (m, s) = rq.channel(oc);
+        for (v, &acc) in acc.iter().enumerate() {
+            let ch = p.chunks[t * 2 + v];
+            if ch.mask == 0 {
+                continue;
+            }
+            let keep = ((1u32 << ch.mask.count_ones()) - 1) as u16;
+            let at = oc * c.hw + ch.start as usize;
+            let (mut e, mut o) = requant64(_mm512_maskz_compress_epi32(ch.mask, acc), m, s);
+            if let (Some(res), Some(rr)) = (c.res, c.p.residual) {
+                // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
+                let rv = unsafe { _mm_maskz_loadu_epi8(keep, res.get().add(at)) };
+                let rv = _mm512_sub_epi32(_mm512_cvtepi8_epi32(rv), _mm512_set1_epi32(rr.zero_point));
+                let (re, ro) = requant64(rv, rr.multiplier, rr.shift);
+                e = _mm512_add_epi64(sat32(e), sat32(re));
+                o = _mm512_add_epi64(sat32(o), sat32(ro));
+            }
+            // Clamping the exact sum to [lo, hi] equals the spec's i32-saturating steps: lo and hi lie in i8.
+            let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
+            let out = _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32));
+            // SAFETY: as above.
+            unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, _mm512_cvtepi32_epi8(out)) };
+        }
+    }
+}
+
+/// Packs tile `t` into worker `w`'s panel: `[kp/2][16][2]` i16, lane pair = reduction steps 2g, 2g + 1.
+///
+/// # Safety
+/// AVX2 available; planes filled; `w` < workers.
+#[target_feature(enable = "avx2")]
+unsafe fn panel_avx2(c: &Ctx<'_>, w: usize, t: usize) {
+    let p = c.pack;
+    // SAFETY: rows are read inside the planes (ConvPack::new), the panel holds kp * 32 bytes.
+    unsafe {
+        let src = c.planes.get().add(t * 16) as *const u8;
+        let dst = c.panels.get().add(w * panel_stride(p)) as *mut __m256i;
+        for g2 in 0..p.kp / 2 {
+            let o = p.offsets.as_ptr().add(g2 * 2);
+            let ld = |j: usize| _mm256_cvtepu8_epi16(_mm_loadu_si128(src.add(*o.add(j) as usize) as *const __m128i));
+            let (a, b) = (ld(0), ld(1));
+            let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
+            _mm256_storeu_si256(dst.add(g2 * 2), _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256(dst.add(g2 * 2 + 1), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+    }
+}
+
+/// One task: 8 output channels x 16 positions, in two halves of 4 rows.
+///
+/// # Safety
+/// AVX2 available; panel `w` holds tile `t`.
+#[target_feature(enable = "avx2")]
+unsafe fn block_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
+    let p = c.pack;
+    let kp = p.kp;
+    let ch = p.chunks[t];
+    for half in 0..2 {
+        let row0 = blk * MR + half * 4;
+        if row0 >= c.m {
+            break;
+        }
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+        // SAFETY: the panel has kp * 16 i16 values, the block kp * MR weights.
+        unsafe {
+            let panel = c.panels.get().add(w * panel_stride(p)) as *const __m256i;
+            let wt = p.wq16.as_ptr().add(blk * kp * MR + half * 4 * 2) as *const i32;
+            for g2 in 0..kp / 2 {
+                let (b0, b1) = (_mm256_loadu_si256(panel.add(g2 * 2)), _mm256_loadu_si256(panel.add(g2 * 2 + 1)));
+                let wk = wt.add(g2 * MR);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a = _mm256_set1_epi32(wk.add(r).read_unaligned());
+                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(b0, a));
+                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(b1, a));
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            let oc = row0 + r;
+            if oc >= c.m {
+                break;
+            }
+            let mut sums = [0i32; 16];
+            // SAFETY: sums holds 16 i32.
+            unsafe {
+                _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, acc[0]);
+                _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
+            }
+            let at = oc * c.hw + ch.start as usize;
+            for (i, lane) in lanes(ch.mask).enumerate() {
+                // SAFETY: real lanes map to this channel's outputs at + i.
+                unsafe { *c.y.get().add(at + i) = output(c, oc, sums[lane].wrapping_add(p.bq[oc]), at + i) };
+            }
+        }
+    }
+}
+
+/// The spec's output stage for one accumulator (the scalar reference's code).
+///
+/// # Safety
+/// `at` indexes the current image's output (and residual).
+unsafe fn output(c: &Ctx<'_>, oc: usize, acc: i32, at: usize) -> i8 {
+    let rq = &c.p.requant;
+    let (m, s) = rq.channel(oc);
+    let mut v = requantize(acc, m, s);
+    if let (Some(res), Some(rr)) = (c.res, c.p.residual) {
+        // SAFETY: the caller's contract.
+        let r = unsafe { *res.get().add(at) } as i32;
+        v = v.saturating_add(requantize(r - rr.zero_point, rr.multiplier, rr.shift));
+    }
+    saturate(v, rq.zero_point, rq.lo, rq.hi)
+}

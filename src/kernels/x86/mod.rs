@@ -1,0 +1,107 @@
+//! x86_64 kernels: AVX2 + FMA, AVX-512 and AVX-512 VNNI tiers of the blocked convolution
+//! ([`super::packed`]), f32 and int8, max pooling, quantization and the int8 residual add. Each entry point is a
+//! plain fn that the registry lists under the tier it needs; the planner only picks it when the CPU has that
+//! tier ([`super::Isa::detect`], `RESEDGE_ISA`), which is what makes the `#[target_feature]` calls inside sound. Callers
+//! outside the planner (tests, benches) must likewise only call kernels with `isa <= Isa::detect()`.
+//!
+//! Work split: per image, the phase planes are filled (split by input channel when large), then the
+//! (tile, weight block) pairs, tile-major, are cut into a few contiguous chunks per worker. Every
+//! output element is computed by the same code whatever the worker count, so results (f32 included) do not
+//! depend on the number of threads.
+
+mod conv_f32;
+mod conv_i8;
+mod eltwise;
+mod pool;
+mod quantize;
+
+pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
+pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};
+pub use eltwise::qs8_add_avx512;
+pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2};
+pub use quantize::quantize_avx512;
+
+use super::packed::{share, ConvPack, Parallel};
+use super::ConvGeom;
+
+/// A raw pointer shared by the workers of one kernel call, each touching a disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<T>(pub *mut T);
+// SAFETY: only used to hand disjoint output / scratch regions to the tasks of one `Parallel::run`, which
+// returns before the borrowed buffers do.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so closures capture the Sync wrapper rather than its field).
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Convolutions the blocked kernels handle: no groups, and outputs that fit u32 indices.
+pub(crate) fn supports(g: &ConvGeom) -> bool {
+    g.groups == 1 && g.input_len().max(g.output_len()) < u32::MAX as usize / 4
+}
+
+/// Planes below this many elements are filled by the calling thread alone (a wake-up costs more).
+const PARALLEL_FILL: usize = 1 << 15;
+
+/// The blocked convolution loop of one image: fill the planes (`fill(channels)`), then run the tasks of
+/// each worker: `tile(worker, t)` once per tile before its blocks, `block(worker, t, b)` per task.
+/// Tasks go tile-major (a tile's input stays in cache across the weight blocks) unless `weights_first`
+/// and the tiles are few: then block-major, so large weight sets (7x7x512 layers) stream only once.
+pub(crate) fn drive(
+    g: &ConvGeom,
+    pack: &ConvPack,
+    weights_first: bool,
+    par: &dyn Parallel,
+    fill: &(dyn Fn(core::ops::Range<usize>) + Sync),
+    tile: &(dyn Fn(usize, usize) + Sync),
+    block: &(dyn Fn(usize, usize, usize) + Sync),
+) {
+    let workers = par.workers();
+    let plane_elems = pack.planes.map_or(0, |p| p.len);
+    if workers == 1 || plane_elems < PARALLEL_FILL {
+        fill(0..g.c_in);
+    } else {
+        let parts = g.c_in.min(4 * workers);
+        par.run(parts, &|_, i| fill(share(g.c_in, parts, i)));
+    }
+    let blocks = pack.blocks(g.c_out);
+    let tiles = pack.tiles;
+    let block_major = weights_first && tiles <= 4;
+    // A few chunks per worker: enough to balance, few enough that each keeps its tile across blocks.
+    let chunks = if workers == 1 { 1 } else { (tiles * blocks).min(4 * workers) };
+    par.run(chunks, &|w, chunk| {
+        let mut current = usize::MAX;
+        for t in share(tiles * blocks, chunks, chunk) {
+            let (ti, bi) = if block_major { (t % tiles, t / tiles) } else { (t / blocks, t % blocks) };
+            if ti != current {
+                tile(w, ti);
+                current = ti;
+            }
+            block(w, ti, bi);
+        }
+    });
+}
+
+/// Splits the scratch into the planes (as `T`) and the per-worker panels.
+pub(crate) fn split_scratch<T: bytemuck::Pod>(pack: &ConvPack, scratch: &mut [u8]) -> (Shared<T>, Shared<u8>) {
+    let planes_bytes = pack.planes.map_or(0, |p| p.len * pack.elem).next_multiple_of(64);
+    let (planes, panels) = scratch.split_at_mut(planes_bytes);
+    let planes: &mut [T] = bytemuck::cast_slice_mut(planes);
+    (Shared(planes.as_mut_ptr()), Shared(panels.as_mut_ptr()))
+}
+
+/// Stride between two workers' panels in the scratch.
+pub(crate) fn panel_stride(pack: &ConvPack) -> usize {
+    pack.panel_bytes.next_multiple_of(64)
+}
+
+/// Index of the n-th set bit's output: real lanes of a chunk map to consecutive outputs from `start`.
+#[inline(always)]
+pub(crate) fn lanes(mask: u16) -> impl Iterator<Item = usize> {
+    (0..16).filter(move |i| mask >> i & 1 == 1)
+}

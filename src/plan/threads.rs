@@ -1,0 +1,220 @@
+//! A persistent worker pool for one executor (std only). [`Pool::run`] hands out tasks one by one through
+//! an atomic counter; the calling thread works too, and only waits for tasks some worker has claimed. A
+//! worker the OS does not schedule (the cores are shared) therefore never stalls a layer: the caller
+//! simply does its tasks. Nothing is allocated per call, so `Executor::run` stays allocation free.
+//!
+//! Batch-1 layers of the small CIFAR nets last microseconds, so waking a parked thread per layer would
+//! cost more than the layer: workers spin on the job counter for a while (about a millisecond) before
+//! parking on a condition variable.
+
+use crate::kernels::packed::Parallel;
+use std::prelude::v1::*;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+/// Spins before a waiting thread parks or yields (each spin is a `spin_loop` hint, tens of nanoseconds).
+const SPINS: usize = 1 << 15;
+
+type Job = *const (dyn Fn(usize, usize) + Sync + 'static);
+
+/// The current job: its epoch, closure and task count.
+#[derive(Clone, Copy)]
+struct Slot {
+    epoch: u64,
+    job: Job,
+    tasks: u64,
+}
+// SAFETY: the closure is Sync, and `run` keeps it alive until every claimed task has finished.
+unsafe impl Send for Slot {}
+
+struct Shared {
+    /// Epoch (high 32 bits) and next unclaimed task (low 32 bits). Tagging claims with the epoch keeps a
+    /// late worker from claiming (or skipping) tasks of a newer job.
+    next: AtomicU64,
+    /// Tasks of the current job that have finished.
+    done: AtomicUsize,
+    slot: Mutex<Option<Slot>>,
+    wake: Condvar,
+    stop: AtomicBool,
+    panicked: AtomicBool,
+    /// Workers that have started running (thread start-up allocates; [`Pool::new`] waits for it).
+    started: AtomicUsize,
+}
+
+/// A fixed set of worker threads.
+pub struct Pool {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+    /// The last epoch; held for the whole of `run`, so callers on different threads take turns.
+    caller: Mutex<u64>,
+}
+
+impl Pool {
+    /// A pool of `threads` workers in total (the caller plus `threads - 1` spawned threads).
+    pub fn new(threads: usize) -> Pool {
+        let shared = Arc::new(Shared {
+            next: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            slot: Mutex::new(None),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
+        });
+        let handles = (1..threads.max(1))
+            .map(|w| {
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("resedge-{w}"))
+                    .spawn(move || worker(&shared, w))
+                    .expect("spawning a worker thread")
+            })
+            .collect();
+        let handles: Vec<JoinHandle<()>> = handles;
+        // Thread start-up (std's per-thread state) allocates: finish it here, not in the first run.
+        while shared.started.load(Ordering::Acquire) < handles.len() {
+            std::thread::yield_now();
+        }
+        Pool { shared, handles, caller: Mutex::new(0) }
+    }
+}
+
+/// Claims the next task of `epoch`, if that job is still current and has one left.
+fn claim(s: &Shared, epoch: u64, tasks: u64) -> Option<usize> {
+    let mut v = s.next.load(Ordering::Acquire);
+    loop {
+        if v >> 32 != epoch || v & 0xffff_ffff >= tasks {
+            return None;
+        }
+        match s.next.compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return Some((v & 0xffff_ffff) as usize),
+            Err(now) => v = now,
+        }
+    }
+}
+
+fn execute(s: &Shared, slot: Slot, worker: usize) {
+    while let Some(t) = claim(s, slot.epoch, slot.tasks) {
+        // SAFETY: a claimed task keeps `done` below the task count, so `run` has not returned yet.
+        let f = unsafe { &*slot.job };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(worker, t))).is_err() {
+            s.panicked.store(true, Ordering::Release);
+        }
+        s.done.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn worker(s: &Shared, index: usize) {
+    s.started.fetch_add(1, Ordering::AcqRel);
+    let mut seen = 0u64;
+    loop {
+        let mut spins = 0;
+        let current = |s: &Shared| s.next.load(Ordering::Acquire) >> 32;
+        while current(s) == seen && !s.stop.load(Ordering::Acquire) {
+            if spins < SPINS {
+                spins += 1;
+                core::hint::spin_loop();
+            } else {
+                let guard = s.slot.lock().unwrap_or_else(|e| e.into_inner());
+                if current(s) == seen && !s.stop.load(Ordering::Acquire) {
+                    drop(s.wake.wait(guard));
+                }
+            }
+        }
+        if s.stop.load(Ordering::Acquire) {
+            return;
+        }
+        let slot = *s.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slot) = slot else { continue };
+        seen = slot.epoch;
+        execute(s, slot, index);
+    }
+}
+
+impl Parallel for Pool {
+    fn workers(&self) -> usize {
+        self.handles.len() + 1
+    }
+
+    fn run(&self, tasks: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+        if self.handles.is_empty() || tasks <= 1 {
+            return (0..tasks).for_each(|t| f(0, t));
+        }
+        let s = &*self.shared;
+        let mut last = self.caller.lock().unwrap_or_else(|e| e.into_inner());
+        let epoch = (*last + 1) & 0xffff_ffff;
+        *last = epoch;
+        // SAFETY: only the lifetime is erased; we return only after every claimed task has finished, and
+        // no task can be claimed after that (the counter is exhausted).
+        let job: Job = unsafe { core::mem::transmute::<*const (dyn Fn(usize, usize) + Sync + '_), Job>(f) };
+        let slot = Slot { epoch, job, tasks: tasks as u64 };
+        s.done.store(0, Ordering::Release);
+        {
+            let mut guard = s.slot.lock().unwrap_or_else(|e| e.into_inner());
+            *guard = Some(slot);
+            s.next.store(epoch << 32, Ordering::Release);
+            s.wake.notify_all();
+        }
+        execute(s, slot, 0);
+        let mut spins = 0;
+        while s.done.load(Ordering::Acquire) < tasks {
+            // The remaining tasks are running on a worker; if it was preempted, give it the core.
+            if spins < SPINS {
+                spins += 1;
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        if s.panicked.swap(false, Ordering::AcqRel) {
+            core::panic!("a kernel task panicked");
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        {
+            let _guard = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.wake.notify_all();
+        }
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_task_runs_once_per_call() {
+        let pool = Pool::new(3);
+        assert_eq!(pool.workers(), 3);
+        let hits: Vec<AtomicUsize> = (0..64).map(|_| AtomicUsize::new(0)).collect();
+        for round in 1..=300 {
+            let n = round % 64 + 1;
+            pool.run(n, &|w, t| {
+                assert!(w < 3);
+                hits[t].fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(hits.iter().map(|h| h.swap(0, Ordering::Relaxed)).sum::<usize>(), n);
+        }
+    }
+
+    #[test]
+    fn parked_workers_wake_up() {
+        let pool = Pool::new(2);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let workers: Vec<AtomicUsize> = (0..2).map(|_| AtomicUsize::new(0)).collect();
+        pool.run(1000, &|w, _| {
+            workers[w].fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        });
+        assert_eq!(workers.iter().map(|w| w.load(Ordering::Relaxed)).sum::<usize>(), 1000);
+        assert!(workers[1].load(Ordering::Relaxed) > 0, "the spawned worker never ran");
+    }
+}
