@@ -1,6 +1,7 @@
 //! `resedge`: the command-line tool. `zoo`, `inspect`, `run`, `bench`, `classify` and `camera`; see
 //! `resedge --help`.
 
+mod backend;
 mod bench;
 mod camera;
 mod classify;
@@ -38,6 +39,8 @@ enum Cmd {
         input: std::path::PathBuf,
         #[arg(long)]
         output: std::path::PathBuf,
+        #[command(flatten)]
+        backend: backend::BackendArgs,
     },
     /// Measure latency: min / median / p90 / p99 / max, images/s, memory, per-layer profile.
     Bench(bench::BenchArgs),
@@ -74,7 +77,7 @@ fn dispatch() -> Result<bool> {
     match cli.cmd {
         Cmd::Zoo => zoo().map(|()| true),
         Cmd::Inspect(args) => args.with_model(|model| inspect(model, &args)).map(|()| true),
-        Cmd::Run { model, input, output } => run(&model, &input, &output).map(|()| true),
+        Cmd::Run { model, input, output, backend } => run(&model, &input, &output, &backend).map(|()| true),
         Cmd::Bench(args) => bench::bench(&args).map(|()| true),
         Cmd::Classify(args) => classify::classify(&args),
         Cmd::Camera(args) => camera::camera(&args),
@@ -162,7 +165,12 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn run(model_path: &std::path::Path, input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+fn run(
+    model_path: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    backend: &backend::BackendArgs,
+) -> Result<()> {
     let file =
         resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
     let model = file.model().with_context(|| format!("loading {}", model_path.display()))?;
@@ -177,7 +185,7 @@ fn run(model_path: &std::path::Path, input: &std::path::Path, output: &std::path
         anyhow::bail!("input {} has shape {shape:?}; the model expects [N, {:?}]", input.display(), expect);
     }
     let plan = Plan::new(&model, &PlanOptions { batch, ..Default::default() })?;
-    let mut exec = plan.executor();
+    let mut exec = backend::Runner::new(&plan, backend, Some(model_path))?;
     let out = exec.run(&data)?;
     npy::write_f32(output, &plan.output_value().shape, out)?;
     eprintln!("wrote {} {:?}", output.display(), plan.output_value().shape);
