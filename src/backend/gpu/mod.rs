@@ -265,7 +265,7 @@ impl Backend for Gpu {
         self.check()?;
         let limits = self.device.limits();
         let arena_bytes = (plan.arena_bytes as u64).next_multiple_of(4).max(4);
-        if arena_bytes > limits.max_storage_buffer_binding_size as u64 || arena_bytes > limits.max_buffer_size {
+        if arena_bytes > limits.max_storage_buffer_binding_size || arena_bytes > limits.max_buffer_size {
             return Err(gpu_err(format!(
                 "the plan's arena of {arena_bytes} bytes exceeds the device's storage buffer limit of {} bytes",
                 limits.max_storage_buffer_binding_size
@@ -283,7 +283,7 @@ impl Backend for Gpu {
             let work = args[a::TOTAL];
             steps.push(Prepared { index: i, pipeline, args, groups: grid(work, &limits)? });
         }
-        if params.len() as u64 * 4 > limits.max_storage_buffer_binding_size as u64 {
+        if params.len() as u64 * 4 > limits.max_storage_buffer_binding_size {
             return Err(gpu_err(format!(
                 "{} bytes of weights exceed the device's storage buffer limit",
                 params.len() * 4

@@ -42,6 +42,19 @@ enum Cmd {
         #[command(flatten)]
         backend: backend::BackendArgs,
     },
+    /// Check a backend against the CPU on seeded random inputs: int8 outputs must be byte-identical, f32
+    /// within 1e-4 + 5e-4 * |cpu|. Exits 1 on a mismatch or when nothing ran on the device.
+    Verify {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        backend: backend::BackendArgs,
+        /// How many inputs to compare.
+        #[arg(long, default_value_t = 3)]
+        inputs: u64,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+    },
     /// Measure latency: min / median / p90 / p99 / max, images/s, memory, per-layer profile.
     Bench(bench::BenchArgs),
     /// Classify image files: top-k labels and probabilities, decode / preprocess / inference times.
@@ -78,6 +91,7 @@ fn dispatch() -> Result<bool> {
         Cmd::Zoo => zoo().map(|()| true),
         Cmd::Inspect(args) => args.with_model(|model| inspect(model, &args)).map(|()| true),
         Cmd::Run { model, input, output, backend } => run(&model, &input, &output, &backend).map(|()| true),
+        Cmd::Verify { model, backend, inputs, batch } => verify(&model, &backend, inputs, batch).map(|()| true),
         Cmd::Bench(args) => bench::bench(&args).map(|()| true),
         Cmd::Classify(args) => classify::classify(&args),
         Cmd::Camera(args) => camera::camera(&args),
@@ -190,4 +204,42 @@ fn run(
     npy::write_f32(output, &plan.output_value().shape, out)?;
     eprintln!("wrote {} {:?}", output.display(), plan.output_value().shape);
     Ok(())
+}
+
+fn verify(args: &ModelArgs, backend: &backend::BackendArgs, inputs: u64, batch: usize) -> Result<()> {
+    args.with_model(|model| {
+        let plan = Plan::new(model, &PlanOptions { batch, ..Default::default() })?;
+        let mut cpu = plan.executor();
+        let mut dev = backend::Runner::new(&plan, backend, args.model.as_deref())?;
+        if matches!(dev, backend::Runner::Cpu(_)) {
+            anyhow::bail!("nothing to verify: the model runs on the CPU");
+        }
+        let int8 = model.graph.is_quantized();
+        let name = dev.name();
+        let mut worst = 0f32;
+        for seed in 0..inputs {
+            let input = resedge::zoo::random_input(plan.input_value().numel(), 7 + seed);
+            let want = cpu.run(&input)?.to_vec();
+            let got = dev.run(&input)?;
+            for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                let d = (w - g).abs();
+                worst = worst.max(d);
+                let ok = if int8 { w.to_bits() == g.to_bits() } else { d <= 1e-4 + 5e-4 * w.abs() };
+                if !ok {
+                    anyhow::bail!("{} input {seed} output {i}: cpu {w} {name} {g}", model.name);
+                }
+            }
+        }
+        println!(
+            "verify {} ({}) on {} [{}]: {inputs} inputs, batch {batch}, {} outputs each, max |cpu - {}| = {worst:e} ({})",
+            model.name,
+            args.describe(model),
+            dev.name(),
+            dev.device(),
+            plan.output_value().numel(),
+            dev.name(),
+            if int8 { "int8: byte-identical" } else { "f32: within 1e-4 + 5e-4 |cpu|" }
+        );
+        Ok(())
+    })
 }
