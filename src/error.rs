@@ -42,6 +42,12 @@ pub enum Error {
     /// An image could not be decoded or preprocessed (feature `image`).
     #[error("image: {0}")]
     Image(String),
+    /// An offload backend is not compiled in, or its device, driver or library is missing.
+    #[error("backend {backend} unavailable: {why}")]
+    BackendUnavailable { backend: &'static str, why: String },
+    /// An offload device failed while preparing or running (driver error, lost device).
+    #[error("backend {backend}: {what}")]
+    Backend { backend: &'static str, what: String },
     /// An I/O error (std only).
     #[cfg(feature = "std")]
     #[error("{0}")]

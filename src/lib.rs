@@ -10,6 +10,8 @@
 //! | `image` | [`preprocess`]: decode JPEG / PNG / BMP / WebP and preprocess images into the input tensor |
 //! | `cli`   | the `resedge` binary (zoo, inspect, run, bench, classify, camera) |
 //! | `camera`| the V4L2 frame source of `resedge camera` (Linux, libclang to build) |
+//! | `gpu`   | [`backend::gpu`]: wgpu (Vulkan) compute shaders, `--backend gpu` |
+//! | `npu-rknn` | [`backend::npu`]: Rockchip NPU through a run-time `dlopen` of `librknnrt.so`, `--backend npu` |
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -26,6 +28,8 @@ pub mod tensor;
 pub use error::{Error, Result};
 pub use graph::{Graph, Model};
 pub use plan::{Executor, Plan, PlanOptions};
+#[cfg(feature = "std")]
+pub mod backend;
 #[cfg(feature = "image")]
 pub mod preprocess;
 #[cfg(feature = "std")]

@@ -719,6 +719,8 @@ fn kind(e: &Error) -> &'static str {
         Error::Arch(_) => "Arch",
         Error::Image(_) => "Image",
         Error::Io(_) => "Io",
+        Error::BackendUnavailable { .. } => "BackendUnavailable",
+        Error::Backend { .. } => "Backend",
     }
 }
 

@@ -109,8 +109,15 @@ impl<'p, 'a> Executor<'p, 'a> {
 
     /// Runs like [`Executor::run`] and calls `observer(step_index, output)` after every step.
     pub fn run_observed(&mut self, input: &[f32], observer: &mut dyn FnMut(usize, ValueRef<'_>)) -> Result<()> {
-        let plan = self.plan;
-        let iv = &plan.values[plan.input];
+        self.load_input(input)?;
+        self.run_steps(0..self.plan.steps.len(), observer);
+        Ok(())
+    }
+
+    /// Copies `input` (f32, the plan's input shape, batch included) into the input value. Offload executors
+    /// call this, then [`Executor::run_steps`] for the parts the CPU runs.
+    pub fn load_input(&mut self, input: &[f32]) -> Result<()> {
+        let iv = &self.plan.values[self.plan.input];
         if input.len() != iv.numel() {
             return Err(Error::Input(format!(
                 "input has {} values, the plan expects {} (shape {:?})",
@@ -121,13 +128,22 @@ impl<'p, 'a> Executor<'p, 'a> {
         }
         let r = range(iv);
         f32s_mut(&mut self.arena()[r]).copy_from_slice(input);
+        Ok(())
+    }
+
+    /// Runs the steps `steps` (indices into `plan.steps`, in order) on the CPU, calling `observer` after each.
+    /// Their inputs must already be in the arena. Out-of-range indices are ignored.
+    pub fn run_steps(&mut self, steps: Range<usize>, observer: &mut dyn FnMut(usize, ValueRef<'_>)) {
+        let plan = self.plan;
         #[cfg(feature = "std")]
         let par: &dyn Parallel = &self.pool;
         #[cfg(not(feature = "std"))]
         let par: &dyn Parallel = &crate::kernels::packed::Serial;
         let arena = &mut self.arena[self.base..self.base + plan.arena_bytes];
         let scratch = self.scratch.bytes();
-        for (i, step) in plan.steps.iter().enumerate() {
+        let end = steps.end.min(plan.steps.len());
+        for i in steps.start.min(end)..end {
+            let step = &plan.steps[i];
             let out = range(&plan.values[step.output]);
             let in0 = range(&plan.values[step.inputs[0]]);
             let in1 = step.inputs.get(1).map_or(in0.clone(), |&v| range(&plan.values[v]));
@@ -136,7 +152,18 @@ impl<'p, 'a> Executor<'p, 'a> {
             let v = &plan.values[step.output];
             observer(i, value_view(v, &arena[v.offset..][..v.bytes]));
         }
-        Ok(())
+    }
+
+    /// The arena bytes of value `index` (the layout offload devices mirror).
+    pub fn value_bytes(&self, index: usize) -> &[u8] {
+        let v = &self.plan.values[index];
+        &self.arena[self.base + v.offset..][..v.bytes]
+    }
+
+    /// Mutable arena bytes of value `index`, for results computed elsewhere (an offload device).
+    pub fn value_bytes_mut(&mut self, index: usize) -> &mut [u8] {
+        let v = &self.plan.values[index];
+        &mut self.arena[self.base + v.offset..][..v.bytes]
     }
 }
 

@@ -32,11 +32,21 @@ pub struct PlanOptions {
     pub max_arena_bytes: usize,
     /// Threads each executor runs kernels on (a persistent pool per executor; 1 without `std`).
     pub threads: usize,
+    /// Keep each conv's OIHW weights in its step even when the kernel packed its own copy (offload
+    /// backends upload them); off by default, which halves resident weight memory.
+    pub keep_weights: bool,
 }
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { batch: 1, optimize: true, max_isa: Isa::configured(), max_arena_bytes: 1 << 31, threads: 1 }
+        PlanOptions {
+            batch: 1,
+            optimize: true,
+            max_isa: Isa::configured(),
+            max_arena_bytes: 1 << 31,
+            threads: 1,
+            keep_weights: false,
+        }
     }
 }
 

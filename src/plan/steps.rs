@@ -155,6 +155,7 @@ macro_rules! pick {
 struct Builder<'m, 'a> {
     model: &'m Model<'a>,
     isa: Isa,
+    keep_weights: bool,
     values: Vec<Value>,
     by_name: BTreeMap<String, usize>,
 }
@@ -340,7 +341,7 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     let isa = usable_isa(opts.max_isa);
     let threads = if cfg!(feature = "std") { opts.threads } else { 1 };
     log::info!("{}: kernel tier {} (this CPU: {}), {threads} thread(s)", model.name, isa.name(), Isa::detect().name());
-    let mut b = Builder { model, isa, values: Vec::new(), by_name: BTreeMap::new() };
+    let mut b = Builder { model, isa, keep_weights: opts.keep_weights, values: Vec::new(), by_name: BTreeMap::new() };
     let mut in_shape = vec![opts.batch];
     in_shape.extend_from_slice(&g.input.shape);
     if !(2..=4).contains(&in_shape.len()) {
@@ -777,7 +778,7 @@ fn conv_step<'a>(
         let clamp = c.activation.bounds();
         let (k, f) = pick!(b.isa, node, F32Conv, f if (f.supports)(&geom));
         let pack = (f.pack)(&geom, &F32ConvParams { weight: &weight, bias: &bias, clamp });
-        let weight = if pack.holds_weights() { Cow::Borrowed(&[][..]) } else { weight };
+        let weight = if pack.holds_weights() && !b.keep_weights { Cow::Borrowed(&[][..]) } else { weight };
         return Ok((k, StepKind::Conv { f, geom, weight, bias, pack, clamp }, ValueType::F32));
     };
     let xq = quantized(node, x)?;
@@ -805,7 +806,7 @@ fn conv_step<'a>(
         Requant { multiplier: &out.multiplier, shift: &out.shift, zero_point: out.zero_point, lo: out.lo, hi: out.hi };
     let pack =
         (f.pack)(&geom, &QConvParams { x_zero_point: x_zp, weight: &weight, bias: &bias, requant: rq, residual });
-    let weight = if pack.holds_weights() { Cow::Borrowed(&[][..]) } else { weight };
+    let weight = if pack.holds_weights() && !b.keep_weights { Cow::Borrowed(&[][..]) } else { weight };
     Ok((k, StepKind::QConv { f, geom, x_zp, weight, bias, pack, out, residual }, ValueType::Q(q)))
 }
 

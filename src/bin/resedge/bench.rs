@@ -2,10 +2,11 @@
 //! last stdout line follows the peer-benchmark contract (../shared/bench/README.md): `median_ms`,
 //! `p90_ms`, `samples_ms`, plus descriptive fields.
 
+use crate::backend::{BackendArgs, Runner};
 use crate::source::ModelArgs;
 use anyhow::Result;
 use clap::Args;
-use resedge::plan::{Plan, PlanOptions};
+use resedge::plan::Plan;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ pub struct BenchArgs {
     /// Print a JSON summary as the last stdout line.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// Percentile by nearest rank on sorted samples.
@@ -61,15 +64,22 @@ fn peak_rss() -> Option<u64> {
 pub fn bench(args: &BenchArgs) -> Result<()> {
     args.model.with_model(|model| {
         let mut out = std::io::stdout().lock();
-        let plan = Plan::new(model, &PlanOptions { batch: args.batch, threads: args.threads, ..Default::default() })?;
+        let plan = Plan::new(model, &args.backend.plan_options(args.batch, args.threads))?;
         let threads_used = plan.threads;
         let input = resedge::zoo::random_input(plan.input_value().numel(), 42);
-        let mut exec = plan.executor();
+        let mut runner = Runner::new(&plan, &args.backend, args.model.model.as_deref())?;
+        if args.profile && !matches!(runner, Runner::Cpu(_)) {
+            eprintln!(
+                "note: --profile times CPU layers only; {} runs report upload / compute / download",
+                runner.name()
+            );
+        }
         for _ in 0..args.warmup {
-            exec.run_observed(&input, &mut |_, _| {})?;
+            runner.run(&input)?;
         }
         let budget = Duration::from_secs_f64(args.time.unwrap_or(2.0));
         let mut samples = Vec::new();
+        let mut stages: [Vec<f64>; 4] = Default::default();
         let mut layer_ns = vec![0u128; plan.steps.len()];
         let started = Instant::now();
         loop {
@@ -81,17 +91,25 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 break;
             }
             let t0 = Instant::now();
-            if args.profile {
-                let mut last = t0;
-                exec.run_observed(&input, &mut |i, _| {
-                    let now = Instant::now();
-                    layer_ns[i] += (now - last).as_nanos();
-                    last = now;
-                })?;
-            } else {
-                exec.run_observed(&input, &mut |_, _| {})?;
+            match &mut runner {
+                Runner::Cpu(exec) if args.profile => {
+                    let mut last = t0;
+                    exec.run_observed(&input, &mut |i, _| {
+                        let now = Instant::now();
+                        layer_ns[i] += (now - last).as_nanos();
+                        last = now;
+                    })?;
+                }
+                r => {
+                    r.run(&input)?;
+                }
             }
             samples.push(t0.elapsed().as_secs_f64() * 1e3);
+            if let Some(t) = runner.timings() {
+                for (v, d) in stages.iter_mut().zip([t.upload, t.compute, t.download, t.cpu]) {
+                    v.push(d.as_secs_f64() * 1e3);
+                }
+            }
         }
         let mut sorted = samples.clone();
         sorted.sort_by(f64::total_cmp);
@@ -110,6 +128,13 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         let (peak_name, peak_gops) = if precision == "int8" { ("988 GOP/s int8 VNNI", 988.0) } else { ("252 GFLOP/s f32", 252.0) };
         let achieved_gops = 2.0 * macs as f64 / med / 1e6;
         let peak_fraction = achieved_gops / (peak_gops * threads_used as f64);
+        // Median of each stage over the runs (upload, compute, download, CPU fallback), offloaded runs only.
+        let stage_ms: Option<[f64; 4]> = (!stages[0].is_empty()).then(|| {
+            stages.map(|mut v| {
+                v.sort_by(f64::total_cmp);
+                median(&v)
+            })
+        });
         writeln!(out, "model      {} ({})", model.name, args.model.describe(model))?;
         writeln!(
             out,
@@ -120,7 +145,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             samples.len(),
             args.warmup
         )?;
+        writeln!(out, "backend    {} ({})", runner.name(), runner.device())?;
         writeln!(out, "latency    min {min:.3}  median {med:.3}  p90 {p90:.3}  p99 {p99:.3}  max {max:.3} ms")?;
+        if let Some([up, compute, down, cpu]) = stage_ms {
+            writeln!(
+                out,
+                "stages     upload {up:.3}  compute {compute:.3}  download {down:.3}  cpu {cpu:.3} ms (medians)"
+            )?;
+        }
         writeln!(
             out,
             "throughput {:.1} images/s, {:.2} GMAC/s",
@@ -140,7 +172,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             rss.map_or("n/a".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6))
         )?;
         print_arithmetic(&mut out, &plan)?;
-        if args.profile {
+        if args.profile && matches!(runner, Runner::Cpu(_)) {
             print_profile(&mut out, &plan, &layer_ns, samples.len())?;
         }
         if args.json {
@@ -150,6 +182,9 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
                 "threads_requested": args.threads, "peak_fraction": peak_fraction, "batch": args.batch, "isa": isa, "precision": precision,
                 "model": model.name, "macs": macs, "arena_bytes": plan.arena_bytes,
                 "weight_bytes": model.weight_bytes(), "peak_rss_bytes": rss,
+                "backend": runner.name(), "device": runner.device(),
+                "upload_ms": stage_ms.map(|s| s[0]), "compute_ms": stage_ms.map(|s| s[1]),
+                "download_ms": stage_ms.map(|s| s[2]), "cpu_ms": stage_ms.map(|s| s[3]),
             });
             writeln!(out, "{json}")?;
         }

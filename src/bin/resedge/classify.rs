@@ -22,6 +22,8 @@ pub struct ClassifyArgs {
     /// One JSON object per image on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
 }
 
 /// Returns whether every image was classified.
@@ -29,7 +31,7 @@ pub fn classify(args: &ClassifyArgs) -> Result<bool> {
     let file =
         resedge::format::ModelFile::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let model = file.model().with_context(|| format!("loading {}", args.model.display()))?;
-    with_classifier(&model, |clf| {
+    with_classifier(&model, &args.backend, &args.model, |clf| {
         let mut out = std::io::stdout().lock();
         let mut all_ok = true;
         for path in &args.images {

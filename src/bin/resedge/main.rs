@@ -1,6 +1,7 @@
 //! `resedge`: the command-line tool. `zoo`, `inspect`, `run`, `bench`, `classify` and `camera`; see
 //! `resedge --help`.
 
+mod backend;
 mod bench;
 mod camera;
 mod classify;
@@ -38,6 +39,21 @@ enum Cmd {
         input: std::path::PathBuf,
         #[arg(long)]
         output: std::path::PathBuf,
+        #[command(flatten)]
+        backend: backend::BackendArgs,
+    },
+    /// Check a backend against the CPU on seeded random inputs: int8 outputs must be byte-identical, f32
+    /// within 1e-4 + 5e-4 * |cpu|. Exits 1 on a mismatch or when nothing ran on the device.
+    Verify {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        backend: backend::BackendArgs,
+        /// How many inputs to compare.
+        #[arg(long, default_value_t = 3)]
+        inputs: u64,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
     },
     /// Measure latency: min / median / p90 / p99 / max, images/s, memory, per-layer profile.
     Bench(bench::BenchArgs),
@@ -74,7 +90,8 @@ fn dispatch() -> Result<bool> {
     match cli.cmd {
         Cmd::Zoo => zoo().map(|()| true),
         Cmd::Inspect(args) => args.with_model(|model| inspect(model, &args)).map(|()| true),
-        Cmd::Run { model, input, output } => run(&model, &input, &output).map(|()| true),
+        Cmd::Run { model, input, output, backend } => run(&model, &input, &output, &backend).map(|()| true),
+        Cmd::Verify { model, backend, inputs, batch } => verify(&model, &backend, inputs, batch).map(|()| true),
         Cmd::Bench(args) => bench::bench(&args).map(|()| true),
         Cmd::Classify(args) => classify::classify(&args),
         Cmd::Camera(args) => camera::camera(&args),
@@ -162,7 +179,12 @@ fn inspect(model: &resedge::Model<'_>, args: &ModelArgs) -> Result<()> {
     Ok(())
 }
 
-fn run(model_path: &std::path::Path, input: &std::path::Path, output: &std::path::Path) -> Result<()> {
+fn run(
+    model_path: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    backend: &backend::BackendArgs,
+) -> Result<()> {
     let file =
         resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
     let model = file.model().with_context(|| format!("loading {}", model_path.display()))?;
@@ -176,10 +198,48 @@ fn run(model_path: &std::path::Path, input: &std::path::Path, output: &std::path
     if shape[shape.len() - expect.len()..] != expect[..] {
         anyhow::bail!("input {} has shape {shape:?}; the model expects [N, {:?}]", input.display(), expect);
     }
-    let plan = Plan::new(&model, &PlanOptions { batch, ..Default::default() })?;
-    let mut exec = plan.executor();
+    let plan = Plan::new(&model, &backend.plan_options(batch, 1))?;
+    let mut exec = backend::Runner::new(&plan, backend, Some(model_path))?;
     let out = exec.run(&data)?;
     npy::write_f32(output, &plan.output_value().shape, out)?;
     eprintln!("wrote {} {:?}", output.display(), plan.output_value().shape);
     Ok(())
+}
+
+fn verify(args: &ModelArgs, backend: &backend::BackendArgs, inputs: u64, batch: usize) -> Result<()> {
+    args.with_model(|model| {
+        let plan = Plan::new(model, &backend.plan_options(batch, 1))?;
+        let mut cpu = plan.executor();
+        let mut dev = backend::Runner::new(&plan, backend, args.model.as_deref())?;
+        if matches!(dev, backend::Runner::Cpu(_)) {
+            anyhow::bail!("nothing to verify: the model runs on the CPU");
+        }
+        let int8 = model.graph.is_quantized();
+        let name = dev.name();
+        let mut worst = 0f32;
+        for seed in 0..inputs {
+            let input = resedge::zoo::random_input(plan.input_value().numel(), 7 + seed);
+            let want = cpu.run(&input)?.to_vec();
+            let got = dev.run(&input)?;
+            for (i, (w, g)) in want.iter().zip(got).enumerate() {
+                let d = (w - g).abs();
+                worst = worst.max(d);
+                let ok = if int8 { w.to_bits() == g.to_bits() } else { d <= 1e-4 + 5e-4 * w.abs() };
+                if !ok {
+                    anyhow::bail!("{} input {seed} output {i}: cpu {w} {name} {g}", model.name);
+                }
+            }
+        }
+        println!(
+            "verify {} ({}) on {} [{}]: {inputs} inputs, batch {batch}, {} outputs each, max |cpu - {}| = {worst:e} ({})",
+            model.name,
+            args.describe(model),
+            dev.name(),
+            dev.device(),
+            plan.output_value().numel(),
+            dev.name(),
+            if int8 { "int8: byte-identical" } else { "f32: within 1e-4 + 5e-4 |cpu|" }
+        );
+        Ok(())
+    })
 }

@@ -1,10 +1,11 @@
 //! The classification step shared by `classify` and `camera`: decoded image -> preprocessed input ->
 //! inference -> softmax -> top-k, with the time of each stage.
 
+use crate::backend::{BackendArgs, Runner};
 use anyhow::{bail, Context, Result};
 use image::DynamicImage;
 use resedge::graph::Op;
-use resedge::plan::{Executor, Plan, PlanOptions};
+use resedge::plan::Plan;
 use resedge::preprocess::Preprocessor;
 use resedge::Model;
 use std::time::{Duration, Instant};
@@ -24,13 +25,19 @@ pub struct Prediction {
     pub inference: Duration,
 }
 
-/// Plans `model` for batch 1 and hands a [`Classifier`] over it to `f`.
-pub fn with_classifier<T>(model: &Model<'_>, f: impl FnOnce(&mut Classifier<'_, '_>) -> Result<T>) -> Result<T> {
+/// Plans `model` for batch 1 on `backend` and hands a [`Classifier`] over it to `f`. `path` is the model
+/// file (it locates the default `.rknn` for the NPU).
+pub fn with_classifier<T>(
+    model: &Model<'_>,
+    backend: &BackendArgs,
+    path: &std::path::Path,
+    f: impl FnOnce(&mut Classifier<'_, '_>) -> Result<T>,
+) -> Result<T> {
     let spec = model.preprocess.as_ref().with_context(|| {
         format!("model {} has no preprocessing metadata (resize, crop, mean, std); image commands need it", model.name)
     })?;
     let pre = Preprocessor::new(spec, &model.graph.input.shape).with_context(|| format!("model {}", model.name))?;
-    let plan = Plan::new(model, &PlanOptions::default())?;
+    let plan = Plan::new(model, &backend.plan_options(1, 1))?;
     let classes = plan.output_value().numel();
     if !model.labels.is_empty() && model.labels.len() != classes {
         bail!("model {} has {} labels for {classes} outputs", model.name, model.labels.len());
@@ -38,7 +45,7 @@ pub fn with_classifier<T>(model: &Model<'_>, f: impl FnOnce(&mut Classifier<'_, 
     let mut clf = Classifier {
         input: vec![0.0; pre.output_len()],
         pre,
-        exec: plan.executor(),
+        exec: Runner::new(&plan, backend, Some(path))?,
         labels: &model.labels,
         // A model that ends in Softmax already returns probabilities.
         outputs_probabilities: model.graph.nodes.last().is_some_and(|n| matches!(n.op, Op::Softmax)),
@@ -48,7 +55,7 @@ pub fn with_classifier<T>(model: &Model<'_>, f: impl FnOnce(&mut Classifier<'_, 
 
 pub struct Classifier<'p, 'a> {
     pre: Preprocessor,
-    exec: Executor<'p, 'a>,
+    exec: Runner<'p, 'a>,
     input: Vec<f32>,
     labels: &'p [String],
     outputs_probabilities: bool,

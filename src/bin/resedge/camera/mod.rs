@@ -60,6 +60,8 @@ pub struct CameraArgs {
     /// One JSON object per frame, then a summary object, on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -234,7 +236,7 @@ pub fn camera(args: &CameraArgs) -> Result<bool> {
     let file =
         resedge::format::ModelFile::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
     let model = file.model().with_context(|| format!("loading {}", args.model.display()))?;
-    with_classifier(&model, |clf| {
+    with_classifier(&model, &args.backend, &args.model, |clf| {
         let source = open_source(args)?;
         let description = source.describe();
         let can_reconnect = source.can_reconnect();

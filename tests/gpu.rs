@@ -1,0 +1,181 @@
+//! The GPU backend against the CPU reference executor, on whole ResNets: int8 outputs byte-identical, f32
+//! within 1e-4 (plus 5e-4 relative, STYLE's f32 tolerance). Runs on any Vulkan device; in CI that is Mesa's
+//! lavapipe. Without a Vulkan adapter the test fails (set RESEDGE_GPU_TESTS=skip to skip it loudly).
+//!
+//! Models: the shipped ResNet-20 (f32, and lowered to int8 here with the library's min/max calibration),
+//! the zoo's ResNet-18 with seeded random weights (f32 and int8), and every file listed in
+//! `RESEDGE_GPU_MODELS` (colon-separated; CI passes the ResNet-18 imported from ../shared/models/resnet18.onnx
+//! and the quantizer's int8 ResNet-20 and ResNet-18).
+
+use resedge::backend::gpu::Gpu;
+use resedge::backend::{partition, partition_with, Backend, OffloadExecutor};
+use resedge::format::ModelFile;
+use resedge::plan::{Plan, PlanOptions, ValueRef};
+use resedge::quant::{lower_to_int8, qparams_from_ranges, ActivationScheme};
+use resedge::zoo;
+use resedge::Model;
+use std::path::PathBuf;
+
+/// The GPU with the dot product chosen by `dot4`, or None when tests are told to skip.
+fn gpu(dot4: bool) -> Option<Gpu> {
+    match Gpu::with_dot4(dot4) {
+        Ok(g) => Some(g),
+        Err(e) if std::env::var("RESEDGE_GPU_TESTS").is_ok_and(|v| v == "skip") => {
+            println!("skipped: no GPU ({e})");
+            None
+        }
+        Err(e) => panic!("no GPU: {e} (install mesa-vulkan-drivers libvulkan1, or RESEDGE_GPU_TESTS=skip)"),
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `model` lowered to int8 with min/max ranges from a few seeded inputs (the zoo's recipe).
+fn int8_of(model: &Model<'_>) -> Model<'static> {
+    let f = resedge::plan::passes::optimize(model).unwrap();
+    let len: usize = model.graph.input.shape.iter().product();
+    let inputs: Vec<Vec<f32>> = (0..4).map(|i| zoo::random_input(len, 1000 + i)).collect();
+    let ranges = zoo::calibrate_minmax(&f, &inputs).unwrap();
+    lower_to_int8(&f, &qparams_from_ranges(&ranges, ActivationScheme::AsymmetricI8), &Default::default()).unwrap()
+}
+
+/// Output bytes of the CPU and of the GPU (full offload where supported) for a few inputs; asserts the
+/// comparison and returns the largest absolute f32 difference.
+fn compare(gpu: &Gpu, model: &Model<'_>, label: &str, batch: usize) -> f32 {
+    let plan = Plan::new(model, &PlanOptions { batch, keep_weights: true, ..Default::default() }).unwrap();
+    let mut cpu = plan.executor();
+    let mut dev = OffloadExecutor::new(&plan, gpu).unwrap();
+    assert!(dev.partition().offloaded() > 0, "{label}: nothing offloaded");
+    let int8 = model.graph.is_quantized();
+    let mut worst = 0f32;
+    for seed in 0..3 {
+        let input = zoo::random_input(plan.input_value().numel(), 7 + seed);
+        cpu.run_observed(&input, &mut |_, _| {}).unwrap();
+        dev.run_all(&input).unwrap();
+        let (want, got) = match (cpu.output_ref(), dev.output_ref()) {
+            (ValueRef::F32(a), ValueRef::F32(b)) => (a.to_vec(), b.to_vec()),
+            _ => panic!("{label}: expected f32 logits"),
+        };
+        assert_eq!(want.len(), got.len());
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            let d = (w - g).abs();
+            worst = worst.max(d);
+            if int8 {
+                assert_eq!(
+                    w.to_bits(),
+                    g.to_bits(),
+                    "{label} seed {seed} logit {i}: cpu {w} gpu {g} (int8 must be bit-exact)"
+                );
+            } else {
+                assert!(d <= 1e-4 + 5e-4 * w.abs(), "{label} seed {seed} logit {i}: cpu {w} gpu {g} (|d| = {d:e})");
+            }
+        }
+    }
+    println!(
+        "{label}: batch {batch}, {} of {} steps on the GPU, max |cpu - gpu| = {worst:e}",
+        dev.partition().offloaded(),
+        plan.steps.len()
+    );
+    worst
+}
+
+fn shipped_resnet20() -> ModelFile {
+    ModelFile::open(root().join("models/cifar10/resnet20.rsm")).unwrap()
+}
+
+#[test]
+fn resnet20_f32_and_int8_match_the_cpu() {
+    let Some(g) = gpu(true) else { return };
+    println!("device: {}, dot4I8Packed: {}", g.device_name(), g.uses_dot4());
+    let file = shipped_resnet20();
+    let f32_model = file.model().unwrap();
+    compare(&g, &f32_model, "resnet20 f32", 1);
+    compare(&g, &f32_model, "resnet20 f32", 3);
+    let q = int8_of(&f32_model);
+    compare(&g, &q, "resnet20 int8", 1);
+    compare(&g, &q, "resnet20 int8", 2);
+    let random = ModelFile::open(root().join("models/resnet20-random-int8.rsm")).unwrap();
+    compare(&g, &random.model().unwrap(), "resnet20-random-int8.rsm", 1);
+}
+
+#[test]
+fn int8_without_dot4_matches_the_cpu() {
+    let Some(g) = gpu(false) else { return };
+    assert!(!g.uses_dot4());
+    let file = shipped_resnet20();
+    compare(&g, &int8_of(&file.model().unwrap()), "resnet20 int8, unpacked dot product", 1);
+}
+
+#[test]
+fn resnet18_f32_and_int8_match_the_cpu() {
+    let Some(g) = gpu(true) else { return };
+    let arch = zoo::arch("resnet18").unwrap();
+    compare(&g, &zoo::build(&arch, 3).unwrap(), "zoo resnet18 f32", 1);
+    compare(&g, &zoo::build_int8(&arch, 3, ActivationScheme::AsymmetricI8).unwrap(), "zoo resnet18 int8", 1);
+    compare(&g, &zoo::build_int8(&arch, 4, ActivationScheme::AsymmetricU8).unwrap(), "zoo resnet18 int8 (u8)", 1);
+}
+
+#[test]
+fn model_files_from_the_environment_match_the_cpu() {
+    let Some(list) = std::env::var_os("RESEDGE_GPU_MODELS") else {
+        println!("skipped: RESEDGE_GPU_MODELS not set (CI sets it to the imported ResNet-18 and quantized files)");
+        return;
+    };
+    let Some(g) = gpu(true) else { return };
+    for path in std::env::split_paths(&list) {
+        let file = ModelFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        compare(&g, &file.model().unwrap(), &path.display().to_string(), 1);
+    }
+}
+
+/// Every other supported step on the GPU: values cross between CPU and GPU at every boundary, and those
+/// produced on the GPU stay resident for later GPU steps (residual inputs skip a segment).
+#[test]
+fn mixed_partitions_give_the_same_bits() {
+    let Some(g) = gpu(true) else { return };
+    let file = shipped_resnet20();
+    let f32_model = file.model().unwrap();
+    let q = int8_of(&f32_model);
+    for (model, label) in [(&f32_model, "f32"), (&q, "int8")] {
+        let plan = Plan::new(model, &PlanOptions { keep_weights: true, ..Default::default() }).unwrap();
+        let full = partition(&plan, &g);
+        for phase in 0..2 {
+            let assigned: Vec<bool> = full.assigned.iter().enumerate().map(|(i, &a)| a && i % 2 == phase).collect();
+            let part = partition_with(&plan, assigned);
+            assert!(part.segments.len() > 10, "{label}: expected many segments");
+            let mut dev = OffloadExecutor::with_partition(&plan, &g, part).unwrap();
+            let mut cpu = plan.executor();
+            let input = zoo::random_input(plan.input_value().numel(), 99);
+            let want = cpu.run(&input).unwrap().to_vec();
+            let got = dev.run(&input).unwrap();
+            for (w, x) in want.iter().zip(got) {
+                if model.graph.is_quantized() {
+                    assert_eq!(w.to_bits(), x.to_bits(), "{label} phase {phase}");
+                } else {
+                    assert!((w - x).abs() <= 1e-4 + 5e-4 * w.abs(), "{label} phase {phase}: {w} vs {x}");
+                }
+            }
+        }
+    }
+}
+
+/// Quantize, Dequantize and Softmax stay on the CPU; the partition says so, and conv/pool/add do not.
+#[test]
+fn partition_keeps_boundary_ops_on_the_cpu() {
+    let Some(g) = gpu(true) else { return };
+    let file = shipped_resnet20();
+    let q = int8_of(&file.model().unwrap());
+    let plan = Plan::new(&q, &PlanOptions { keep_weights: true, ..Default::default() }).unwrap();
+    let part = partition(&plan, &g);
+    for (s, &on_gpu) in plan.steps.iter().zip(&part.assigned) {
+        let boundary = matches!(s.op, "Quantize" | "Dequantize" | "Softmax");
+        assert_eq!(on_gpu, !boundary, "{} ({})", s.name, s.op);
+    }
+    // The graph input is uploaded once (by the Quantize step's output), and only the output comes back.
+    let dev_segments: Vec<_> = part.segments.iter().filter(|s| s.on_device).collect();
+    assert_eq!(dev_segments.len(), 1);
+    assert_eq!(dev_segments[0].uploads.len(), 1);
+    assert_eq!(dev_segments[0].downloads.len(), 1);
+}
