@@ -1,7 +1,8 @@
 //! `Executor::run` allocates nothing: a counting global allocator, armed on the calling thread around
 //! `run` only (tests on other threads are not counted), must see zero allocations from the first run on.
-//! With more than one thread the executor's pool workers (threads named `resedge-*`) are counted too,
-//! while any test has them armed. The counter itself is shown to catch allocations and reallocations.
+//! With more than one thread the executor's pool workers (threads named `resedge-*`) are counted too, so
+//! the tests here run one at a time: another test's pool starting up (its workers allocate as they start)
+//! would otherwise be counted. The counter itself is shown to catch allocations and reallocations.
 
 use resedge::plan::{Plan, PlanOptions};
 use resedge::quant::ActivationScheme;
@@ -23,7 +24,12 @@ thread_local! {
 /// Tests counting pool workers (a count, as several may run at once) and what the workers allocated.
 static WORKERS_ARMED: AtomicUsize = AtomicUsize::new(0);
 static WORKER_ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static WINDOW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held for a whole test: pools are joined when dropped, so no other test's workers exist meanwhile.
+fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn note() {
     if ARMED.try_with(Cell::get).unwrap_or(false) {
@@ -63,8 +69,6 @@ static GLOBAL: Counting = Counting;
 /// Runs `f` with this thread's allocations counted, and those of every pool worker; returns its result, this
 /// thread's count and the workers' count (all workers of all pools: they must never allocate while running).
 fn allocations_during<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
-    // The worker count is global: one counting window at a time, so no test sees another's workers.
-    let _one_at_a_time = WINDOW.lock().unwrap_or_else(|e| e.into_inner());
     ALLOCATIONS.with(|n| n.set(0));
     let workers_before = WORKER_ALLOCATIONS.load(Ordering::Acquire);
     WORKERS_ARMED.fetch_add(1, Ordering::AcqRel);
@@ -77,6 +81,7 @@ fn allocations_during<R>(f: impl FnOnce() -> R) -> (R, usize, usize) {
 
 #[test]
 fn the_counter_sees_allocations() {
+    let _serial = one_test_at_a_time();
     let (v, n, _) = allocations_during(|| black_box(vec![0u8; 10]));
     assert_eq!(v.len(), 10);
     assert!(n >= 1, "an allocation went unnoticed");
@@ -90,6 +95,7 @@ fn the_counter_sees_allocations() {
 
 #[test]
 fn the_counter_sees_pool_worker_allocations() {
+    let _serial = one_test_at_a_time();
     use resedge::kernels::packed::Parallel;
     let pool = resedge::plan::threads::Pool::new(2);
     let ((), _, n) = allocations_during(|| {
@@ -125,6 +131,7 @@ fn assert_run_allocates_nothing(label: &str, model: &resedge::Model<'_>, runs: u
 
 #[test]
 fn f32_run_allocates_nothing() {
+    let _serial = one_test_at_a_time();
     let arch = zoo::arch("resnet20").unwrap();
     for threads in [1, 2] {
         assert_run_allocates_nothing(&format!("resnet20 f32 x{threads}"), &zoo::build(&arch, 1).unwrap(), 3, threads);
@@ -133,6 +140,7 @@ fn f32_run_allocates_nothing() {
 
 #[test]
 fn int8_run_allocates_nothing() {
+    let _serial = one_test_at_a_time();
     let arch = zoo::arch("resnet20").unwrap();
     for scheme in [ActivationScheme::AsymmetricI8, ActivationScheme::AsymmetricU8] {
         let m = zoo::build_int8(&arch, 1, scheme).unwrap();
@@ -145,6 +153,7 @@ fn int8_run_allocates_nothing() {
 
 #[test]
 fn resnet18_run_allocates_nothing() {
+    let _serial = one_test_at_a_time();
     let arch = zoo::arch("resnet18").unwrap();
     assert_run_allocates_nothing("resnet18 f32 x2", &zoo::build(&arch, 1).unwrap(), 1, 2);
 }
