@@ -24,6 +24,8 @@ const FRACTION_BITS: i32 = 32;
 struct Watched {
     name: String,
     channels: usize,
+    /// Values of one channel in one sample (the plan's batch times H x W).
+    per_channel: usize,
     q: QParams,
 }
 
@@ -50,7 +52,8 @@ pub fn correct_biases(
     for name in fed {
         let v = plan.values.iter().find(|v| v.name == name).ok_or_else(|| anyhow!("no value `{name}` in the plan"))?;
         let q = *qparams.get(name).ok_or_else(|| anyhow!("no quantization for value `{name}`"))?;
-        watched.push(Watched { name: name.to_string(), channels: v.shape.get(1).copied().unwrap_or(1), q });
+        let channels = v.shape.get(1).copied().unwrap_or(1).max(1);
+        watched.push(Watched { name: name.to_string(), channels, per_channel: v.numel() / channels, q });
     }
     // Where each watched value shows up: the graph input, or the output of step i.
     let input_slot = watched.iter().position(|w| w.name == plan.values[plan.input].name);
@@ -97,8 +100,7 @@ pub fn correct_biases(
             s.iter_mut().zip(&acc[k].0).for_each(|(a, b)| *a += b);
             sq.iter_mut().zip(&acc[k].1).for_each(|(a, b)| *a += b);
         }
-        let numel = plan.values.iter().find(|v| v.name == w.name).map_or(1, |v| v.numel());
-        let count = (idx.len() * numel / w.channels) as f64 * 2f64.powi(FRACTION_BITS);
+        let count = (idx.len() * w.per_channel) as f64 * 2f64.powi(FRACTION_BITS);
         let mean = |v: Vec<i128>| v.into_iter().map(|t| t as f64 / count).collect();
         means.insert(w.name.as_str(), (mean(s), mean(sq)));
     }
