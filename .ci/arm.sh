@@ -4,7 +4,7 @@
 # tier's kernels execute) and under qemu-arm for armv7, the no_std example, a stripped Pi 5 build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
+step() { printf '\n=== %s (%s, %s free)\n' "$*" "$(date +%T)" "$(df -h --output=avail . | tail -n 1 | tr -d ' ')"; }
 
 step "ARM toolchains"
 need=()
