@@ -53,9 +53,10 @@ for tier in "" dotprod i8mm; do
     QEMU_CPU=max cargo run -q -p resedge --no-default-features --target aarch64-unknown-linux-gnu --example no_std_cifar -- $tier
 done
 
-step "NPU backend for aarch64: release build with npu-rknn, stand-in librknnrt.so test under qemu-aarch64"
+step "NPU backend for aarch64: CLI build with npu-rknn, stand-in librknnrt.so test under qemu-aarch64"
 # rknpu-sys links nothing without RKNPU_INCLUDE_DIR (bundled bindings); librknnrt.so is dlopened at run time.
-cargo build --release --features npu-rknn --target aarch64-unknown-linux-gnu
+# The CLI in the test profile (shares the test build; the README's release command is the same code).
+cargo build -p resedge --features npu-rknn --target aarch64-unknown-linux-gnu --bin resedge
 QEMU_CPU=cortex-a76 cargo test -p resedge --features npu-rknn --target aarch64-unknown-linux-gnu --test npu_standin
 
 step "stripped board build (Raspberry Pi 5)"
