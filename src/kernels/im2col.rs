@@ -8,8 +8,9 @@
 //! `kb` reads kb consecutive reduction values of one pixel (or one output channel) as a unit: 1 for f32
 //! FMA by lane, 4 for `SDOT` / `VPDPBUSD`, 8 for `SMMLA`, 16 for `SMULL`+`SMLAL2` pairs.
 
-use super::packed::ConvPack;
+use super::packed::{ConvPack, Parallel, Shared};
 use super::{ConvGeom, F32ConvParams, QConvParams};
+use core::marker::PhantomData;
 use std::prelude::v1::*;
 
 /// Output channels and pixels per tile.
@@ -33,6 +34,18 @@ fn block_pixels(g: &ConvGeom, kb: usize) -> usize {
     let hw = (g.h_out * g.w_out).div_ceil(TILE) * TILE;
     let fit = BLOCK_ELEMS / k_padded(g, kb).max(1) / TILE * TILE;
     hw.min(fit.max(TILE))
+}
+
+/// Pixels per block when `workers` share a run: [`block_pixels`], shrunk (to whole tiles) until every worker
+/// has about two blocks, so a batch-1 layer on a small feature map still splits. Each output element is
+/// computed the same way whatever the block, so results do not depend on the worker count.
+fn run_block_pixels(g: &ConvGeom, kb: usize, workers: usize) -> usize {
+    let max = block_pixels(g, kb);
+    if workers == 1 {
+        return max;
+    }
+    let per_image = (2 * workers).div_ceil(g.n * g.groups);
+    max.min((g.h_out * g.w_out).div_ceil(per_image).next_multiple_of(TILE))
 }
 
 /// Columns of one padded input row: every column a window reads, in padded coordinates (input column
@@ -102,9 +115,29 @@ pub fn pack_i8(g: &ConvGeom, p: &QConvParams<'_>, kb: usize) -> ConvPack {
     }
 }
 
-/// Worker 0's scratch of an im2col kernel, as `T` (the executor's scratch is 64-byte aligned).
-pub fn scratch_of<'s, T: bytemuck::Pod>(pack: &ConvPack, scratch: &'s mut [u8]) -> &'s mut [T] {
-    bytemuck::cast_slice_mut(&mut scratch[..pack.panel_bytes])
+/// The output tensor, written by the tiles of several workers at once. Every tile writes only its own
+/// (channel, pixel) elements, so the slices handed out never overlap.
+pub struct Output<'y, T> {
+    ptr: Shared<T>,
+    len: usize,
+    _y: PhantomData<&'y mut [T]>,
+}
+
+impl<'y, T> Output<'y, T> {
+    pub fn new(y: &'y mut [T]) -> Self {
+        Output { ptr: Shared(y.as_mut_ptr()), len: y.len(), _y: PhantomData }
+    }
+
+    /// Elements `at..at + len`.
+    ///
+    /// # Safety
+    /// No other live slice of this output overlaps them (each tile asks only for its own rows).
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, at: usize, len: usize) -> &mut [T] {
+        assert!(at + len <= self.len, "tile outside the output");
+        // SAFETY: in bounds (asserted), borrowed from `y` for 'y, disjoint by the caller's contract.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.0.add(at), len) }
+    }
 }
 
 /// Gathers rows `[k_pad][pb]` (`pb = rows.len() / k_pad`) for pixels `p0..p0 + npx` of image `n`, group
@@ -211,56 +244,66 @@ pub struct Packing<T> {
     pub interleave: fn(&[T], usize, usize, &mut [T]),
 }
 
-/// Runs a packed convolution: for every image, group and pixel block, gathers (and for kb > 1
-/// interleaves) the activations into `scratch` ([`scratch_len`]), then calls `tile` for each 8x8 tile with
-/// its operands. `wpack` comes from [`pack_weights`] with the same `kb`.
-pub fn for_each_tile<T: Copy>(
+/// Runs a packed convolution on the workers of `par`: the (image, group, pixel block) units are handed out
+/// one by one; each worker gathers (and for kb > 1 interleaves) its unit's activations into its own part of
+/// `scratch` (`panel_bytes` = [`scratch_len`] elements each, 64-byte aligned, as [`ConvPack::scratch_bytes`]
+/// lays out), then calls `tile` for each 8x8 tile with its operands. `wpack` comes from [`pack_weights`]
+/// with the same `kb`.
+#[allow(clippy::too_many_arguments)]
+pub fn for_each_tile<T: bytemuck::Pod + Sync>(
     g: &ConvGeom,
     packing: &Packing<T>,
     x: &[T],
     wpack: &[T],
-    scratch: &mut [T],
-    mut tile: impl FnMut(&Tile, &Operands<'_, T>),
+    panel_bytes: usize,
+    scratch: &mut [u8],
+    par: &dyn Parallel,
+    tile: &(dyn Fn(&Tile, &Operands<'_, T>) + Sync),
 ) {
     let (kb, pad) = (packing.kb, packing.pad);
-    let (kp, pb, tiles) = (k_padded(g, kb), block_pixels(g, kb), oc_tiles(g));
+    let (kp, tiles) = (k_padded(g, kb), oc_tiles(g));
+    let (pb_max, pb) = (block_pixels(g, kb), run_block_pixels(g, kb, par.workers()));
     let (ocg, hw) = (g.c_out / g.groups, g.h_out * g.w_out);
-    debug_assert!(scratch.len() >= scratch_len(g, kb));
-    debug_assert_eq!(wpack.len(), g.groups * tiles * TILE * kp);
-    let (rows, rest) = scratch.split_at_mut(kp * pb);
-    let (panel, prow) = rest.split_at_mut(if kb == 1 { 0 } else { kp * pb });
-    let prow = &mut prow[..padded_row_len(g)];
-    for n in 0..g.n {
-        for grp in 0..g.groups {
-            for p0 in (0..hw).step_by(pb) {
-                let npx = pb.min(hw - p0);
-                gather(g, x, (n, grp), p0, npx, pad, kp, rows, prow);
-                let (xs, stride): (&[T], usize) = if kb == 1 {
-                    (rows, pb)
-                } else {
-                    (packing.interleave)(rows, kp, kb, panel);
-                    (panel, TILE * kb)
+    let blocks = hw.div_ceil(pb);
+    let stride = panel_bytes.next_multiple_of(64);
+    assert!(panel_bytes >= scratch_len(g, kb) * size_of::<T>() && scratch.len() >= stride * par.workers());
+    let base = Shared(scratch.as_mut_ptr());
+    par.run(g.n * g.groups * blocks, &|w, unit| {
+        let (n, grp, p0) = (unit / blocks / g.groups, unit / blocks % g.groups, unit % blocks * pb);
+        // SAFETY: worker `w` alone uses bytes `w * stride..w * stride + panel_bytes` (in bounds, asserted;
+        // 64-byte aligned, so aligned for T) while `par.run` lasts.
+        let own = unsafe { core::slice::from_raw_parts_mut(base.get().add(w * stride), panel_bytes) };
+        let own: &mut [T] = bytemuck::cast_slice_mut(own);
+        let (rows, rest) = own.split_at_mut(kp * pb_max);
+        let (panel, prow) = rest.split_at_mut(if kb == 1 { 0 } else { kp * pb_max });
+        let (rows, prow) = (&mut rows[..kp * pb], &mut prow[..padded_row_len(g)]);
+        let npx = pb.min(hw - p0);
+        gather(g, x, (n, grp), p0, npx, pad, kp, rows, prow);
+        let (xs, stride): (&[T], usize) = if kb == 1 {
+            (rows, pb)
+        } else {
+            let panel = &mut panel[..kp * pb];
+            (packing.interleave)(rows, kp, kb, panel);
+            (panel, TILE * kb)
+        };
+        for t in 0..tiles {
+            let w = &wpack[(grp * tiles + t) * TILE * kp..][..TILE * kp];
+            let oc0 = grp * ocg + t * TILE;
+            for q in (0..npx).step_by(TILE) {
+                let xt = if kb == 1 { &xs[q..] } else { &xs[q * kp..][..TILE * kp] };
+                let ops = Operands { x: xt, stride, w, k_blocks: kp / kb };
+                let pos = Tile {
+                    n,
+                    oc0,
+                    noc: TILE.min(ocg - t * TILE),
+                    p0: p0 + q,
+                    npx: TILE.min(npx - q),
+                    packed: (grp * tiles + t) * TILE,
                 };
-                for t in 0..tiles {
-                    let w = &wpack[(grp * tiles + t) * TILE * kp..][..TILE * kp];
-                    let oc0 = grp * ocg + t * TILE;
-                    for q in (0..npx).step_by(TILE) {
-                        let xt = if kb == 1 { &xs[q..] } else { &xs[q * kp..][..TILE * kp] };
-                        let ops = Operands { x: xt, stride, w, k_blocks: kp / kb };
-                        let pos = Tile {
-                            n,
-                            oc0,
-                            noc: TILE.min(ocg - t * TILE),
-                            p0: p0 + q,
-                            npx: TILE.min(npx - q),
-                            packed: (grp * tiles + t) * TILE,
-                        };
-                        tile(&pos, &ops);
-                    }
-                }
+                tile(&pos, &ops);
             }
         }
-    }
+    });
 }
 
 #[cfg(test)]
@@ -289,35 +332,41 @@ mod tests {
         }
     }
 
-    /// gather + interleave reproduce the textbook im2col, padding included, for odd shapes and strides.
+    /// gather + interleave reproduce the textbook im2col, padding included, for odd shapes and strides, and
+    /// every pixel is handed out exactly once, on one worker or split across three.
     #[test]
     fn panels_match_textbook_im2col() {
+        let pool = crate::plan::threads::Pool::new(3);
+        let workers: [&dyn Parallel; 2] = [&crate::kernels::packed::Serial, &pool];
         for &(c, hw, k, s, pad, kb) in
             &[(3, (5, 7), 3, 1, 1, 4), (2, (9, 4), 3, 2, 1, 8), (5, (3, 3), 1, 2, 0, 16), (1, (6, 11), 5, 3, 2, 1)]
         {
-            let g = geom(c, hw, k, s, pad, 1);
-            let x: Vec<i32> = (0..g.input_len() as i32).map(|v| v + 1).collect();
-            let mut scratch = vec![0; scratch_len(&g, kb)];
-            let mut seen = 0;
-            let packing = Packing { kb, pad: -1, interleave: interleave::<i32> };
-            let w = pack_weights(&g, &vec![0; g.c_out * g.k()], kb);
-            for_each_tile(&g, &packing, &x, &w, &mut scratch, |t, o| {
-                for px in 0..t.npx {
-                    let p = t.p0 + px;
-                    let (oy, ox) = (p / g.w_out, p % g.w_out);
-                    for kk in 0..g.k() {
-                        let (ic, ky, kx) = (kk / (k * k), kk % (k * k) / k, kk % k);
-                        let want = match (g.in_y(oy, ky), g.in_x(ox, kx)) {
-                            (Some(iy), Some(ix)) => x[(ic * g.h_in + iy) * g.w_in + ix],
-                            _ => -1,
-                        };
-                        let got = o.x[kk / kb * o.stride + px * kb + kk % kb];
-                        assert_eq!(got, want, "kb {kb} pixel {p} k {kk} geometry {g:?}");
+            for par in workers {
+                let g = geom(c, hw, k, s, pad, 1);
+                let x: Vec<i32> = (0..g.input_len() as i32).map(|v| v + 1).collect();
+                let panel_bytes = scratch_len(&g, kb) * 4;
+                let mut scratch = crate::kernels::packed::Scratch::new(panel_bytes.next_multiple_of(64) * par.workers());
+                let seen = std::sync::Mutex::new(vec![0; g.h_out * g.w_out]);
+                let packing = Packing { kb, pad: -1, interleave: interleave::<i32> };
+                let w = pack_weights(&g, &vec![0; g.c_out * g.k()], kb);
+                for_each_tile(&g, &packing, &x, &w, panel_bytes, scratch.bytes(), par, &|t, o| {
+                    for px in 0..t.npx {
+                        let p = t.p0 + px;
+                        let (oy, ox) = (p / g.w_out, p % g.w_out);
+                        for kk in 0..g.k() {
+                            let (ic, ky, kx) = (kk / (k * k), kk % (k * k) / k, kk % k);
+                            let want = match (g.in_y(oy, ky), g.in_x(ox, kx)) {
+                                (Some(iy), Some(ix)) => x[(ic * g.h_in + iy) * g.w_in + ix],
+                                _ => -1,
+                            };
+                            let got = o.x[kk / kb * o.stride + px * kb + kk % kb];
+                            assert_eq!(got, want, "kb {kb} pixel {p} k {kk} geometry {g:?}");
+                        }
+                        seen.lock().unwrap()[p] += 1;
                     }
-                    seen += 1;
-                }
-            });
-            assert_eq!(seen, g.h_out * g.w_out);
+                });
+                assert!(seen.into_inner().unwrap().iter().all(|&n| n == 1), "{} workers", par.workers());
+            }
         }
     }
 

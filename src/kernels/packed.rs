@@ -41,6 +41,22 @@ impl Parallel for Serial {
     }
 }
 
+/// A raw pointer shared by the workers of one kernel call, each touching a disjoint part.
+#[derive(Clone, Copy)]
+pub(crate) struct Shared<T>(pub *mut T);
+// SAFETY: only used to hand disjoint output / scratch regions to the tasks of one `Parallel::run`, which
+// returns before the borrowed buffers do.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so closures capture the Sync wrapper rather than its field).
+    #[inline(always)]
+    pub fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// Worker `w`'s share of `0..n` (contiguous, sizes differ by at most one).
 pub fn share(n: usize, workers: usize, w: usize) -> Range<usize> {
     n * w / workers..n * (w + 1) / workers

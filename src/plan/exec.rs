@@ -72,7 +72,7 @@ impl<'p, 'a> Executor<'p, 'a> {
             base,
             scratch: Scratch::new(plan.scratch_bytes),
             #[cfg(feature = "std")]
-            pool: super::threads::Pool::new(plan.threads),
+            pool: super::threads::Pool::on_cores(plan.threads, &plan.cores),
         }
     }
 

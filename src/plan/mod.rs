@@ -7,6 +7,8 @@ pub mod memory;
 pub mod passes;
 mod steps;
 #[cfg(feature = "std")]
+pub mod cores;
+#[cfg(feature = "std")]
 pub mod threads;
 
 pub use exec::{Executor, ValueRef};
@@ -32,6 +34,11 @@ pub struct PlanOptions {
     pub max_arena_bytes: usize,
     /// Threads each executor runs kernels on (a persistent pool per executor; 1 without `std`).
     pub threads: usize,
+    /// Cores the threads run on, worker i on entry i ([`cores::choose`]); empty: the fastest cores first
+    /// where they differ (big.LITTLE), else wherever the OS puts them. Workers 1.. are pinned by the pool;
+    /// worker 0 is the thread that calls `run`, which the caller places ([`cores::pin_current`], as the
+    /// CLI does). Ignored without `std`.
+    pub cores: Vec<usize>,
     /// Keep each conv's OIHW weights in its step even when the kernel packed its own copy (offload
     /// backends upload them); off by default, which halves resident weight memory.
     pub keep_weights: bool,
@@ -45,6 +52,7 @@ impl Default for PlanOptions {
             max_isa: Isa::configured(),
             max_arena_bytes: 1 << 31,
             threads: 1,
+            cores: Vec::new(),
             keep_weights: false,
         }
     }
@@ -121,6 +129,8 @@ pub struct Plan<'a> {
     pub batch: usize,
     /// Worker threads of each executor.
     pub threads: usize,
+    /// The core of each worker (empty: not pinned), see [`PlanOptions::cores`].
+    pub cores: Vec<usize>,
     /// Scratch bytes the blocked kernels need (one buffer per executor, reused by every step).
     pub scratch_bytes: usize,
 }

@@ -340,7 +340,17 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     }
     let isa = usable_isa(opts.max_isa);
     let threads = if cfg!(feature = "std") { opts.threads } else { 1 };
-    log::info!("{}: kernel tier {} (this CPU: {}), {threads} thread(s)", model.name, isa.name(), Isa::detect().name());
+    #[cfg(feature = "std")]
+    let cores = super::cores::choose(&opts.cores, threads, &super::cores::ranked(super::cores::SYSFS_CPUS.as_ref()))?;
+    #[cfg(not(feature = "std"))]
+    let cores = Vec::new();
+    log::info!(
+        "{}: kernel tier {} (this CPU: {}), {threads} thread(s){}",
+        model.name,
+        isa.name(),
+        Isa::detect().name(),
+        if cores.is_empty() { String::new() } else { format!(" on cores {cores:?}") }
+    );
     let mut b = Builder { model, isa, keep_weights: opts.keep_weights, values: Vec::new(), by_name: BTreeMap::new() };
     let mut in_shape = vec![opts.batch];
     in_shape.extend_from_slice(&g.input.shape);
@@ -409,6 +419,7 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
         arena_bytes,
         batch: opts.batch,
         threads,
+        cores,
         scratch_bytes,
     })
 }

@@ -51,8 +51,16 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `threads` workers in total (the caller plus `threads - 1` spawned threads).
+    /// A pool of `threads` workers in total (the caller plus `threads - 1` spawned threads), not pinned.
     pub fn new(threads: usize) -> Pool {
+        Pool::on_cores(threads, &[])
+    }
+
+    /// A pool whose spawned worker i runs on `cores[i % cores.len()]` (empty: wherever the OS puts it).
+    /// Worker 0 is the caller, which places itself ([`super::cores::pin_current`]). A core that cannot be
+    /// used is logged and the worker runs unpinned (the plan already checked the list against the online
+    /// cores).
+    pub fn on_cores(threads: usize, cores: &[usize]) -> Pool {
         let shared = Arc::new(Shared {
             next: AtomicU64::new(0),
             done: AtomicUsize::new(0),
@@ -65,9 +73,15 @@ impl Pool {
         let handles = (1..threads.max(1))
             .map(|w| {
                 let shared = shared.clone();
+                let core = (!cores.is_empty()).then(|| cores[w % cores.len()]);
                 std::thread::Builder::new()
                     .name(format!("resedge-{w}"))
-                    .spawn(move || worker(&shared, w))
+                    .spawn(move || {
+                        if let Some(Err(e)) = core.map(super::cores::pin_current) {
+                            log::warn!("worker {w}: {e}; running unpinned");
+                        }
+                        worker(&shared, w)
+                    })
                     .expect("spawning a worker thread")
             })
             .collect();
@@ -216,5 +230,25 @@ mod tests {
         });
         assert_eq!(workers.iter().map(|w| w.load(Ordering::Relaxed)).sum::<usize>(), 1000);
         assert!(workers[1].load(Ordering::Relaxed) > 0, "the spawned worker never ran");
+    }
+
+    /// Spawned workers run on the cores they were given (every core of this machine in turn).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn workers_run_on_their_cores() {
+        let online = super::super::cores::ranked(super::super::cores::SYSFS_CPUS.as_ref());
+        for core in online.iter().map(|c| c.id) {
+            let pool = Pool::on_cores(2, &[usize::MAX, core]);
+            let seen = AtomicUsize::new(usize::MAX);
+            while seen.load(Ordering::Relaxed) == usize::MAX {
+                pool.run(64, &|w, _| {
+                    if w == 1 {
+                        // SAFETY: sched_getcpu has no preconditions.
+                        seen.store(unsafe { libc::sched_getcpu() } as usize, Ordering::Relaxed);
+                    }
+                });
+            }
+            assert_eq!(seen.load(Ordering::Relaxed), core);
+        }
     }
 }

@@ -17,6 +17,10 @@ pub struct BenchArgs {
     /// Worker threads (the blocked convolutions split their work across them).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Cores to run on, one per thread in order (Linux cpulist: `4-7`, `0,2`); the main thread takes the
+    /// first. Default: the fastest cores first where they differ (big.LITTLE), else wherever the OS puts them.
+    #[arg(long, value_name = "LIST")]
+    pub cores: Option<String>,
     /// Untimed runs before measuring.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
@@ -64,7 +68,12 @@ fn peak_rss() -> Option<u64> {
 pub fn bench(args: &BenchArgs) -> Result<()> {
     args.model.with_model(|model| {
         let mut out = std::io::stdout().lock();
-        let plan = Plan::new(model, &args.backend.plan_options(args.batch, args.threads))?;
+        let mut opts = args.backend.plan_options(args.batch, args.threads);
+        opts.cores = args.cores.as_deref().map(resedge::plan::cores::parse_list).transpose()?.unwrap_or_default();
+        let plan = Plan::new(model, &opts)?;
+        if let Some(&first) = plan.cores.first() {
+            resedge::plan::cores::pin_current(first)?;
+        }
         let threads_used = plan.threads;
         let input = resedge::zoo::random_input(plan.input_value().numel(), 42);
         let mut runner = Runner::new(&plan, &args.backend, args.model.model.as_deref())?;
@@ -136,9 +145,15 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
             })
         });
         writeln!(out, "model      {} ({})", model.name, args.model.describe(model))?;
+        let cores = if plan.cores.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = plan.cores.iter().take(threads_used).map(|c| c.to_string()).collect();
+            format!(" (cores {})", list.join(","))
+        };
         writeln!(
             out,
-            "batch      {}   threads {}   isa {}   runs {} (+{} warm-up)",
+            "batch      {}   threads {}{cores}   isa {}   runs {} (+{} warm-up)",
             args.batch,
             threads_used,
             isa,

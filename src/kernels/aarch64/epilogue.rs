@@ -3,8 +3,8 @@
 //! separately and added with saturation, zero point, clamp.
 
 use super::pack::interleave_i8;
-use crate::kernels::im2col::{for_each_tile, scratch_of, Operands, Packing, Tile, TILE};
-use crate::kernels::packed::ConvPack;
+use crate::kernels::im2col::{for_each_tile, Operands, Output, Packing, Tile, TILE};
+use crate::kernels::packed::{ConvPack, Parallel};
 use crate::kernels::{ConvGeom, F32ConvParams, QConvParams};
 use core::arch::aarch64::*;
 
@@ -54,7 +54,7 @@ fn store8(dst: &mut [i8], v: int8x8_t) {
 
 /// Requantizes one int8 tile and stores its real channels and pixels.
 #[target_feature(enable = "neon")]
-fn store_q(g: &ConvGeom, p: &QConvParams<'_>, bias: &[i32], t: &Tile, acc: &QAcc, res: Option<&[i8]>, y: &mut [i8]) {
+fn store_q(g: &ConvGeom, p: &QConvParams<'_>, bias: &[i32], t: &Tile, acc: &QAcc, res: Option<&[i8]>, y: &Output<'_, i8>) {
     let hw = g.h_out * g.w_out;
     let rq = p.requant;
     let (zp, lo, hi) = (vdupq_n_s32(rq.zero_point), vdupq_n_s32(rq.lo), vdupq_n_s32(rq.hi));
@@ -78,7 +78,8 @@ fn store_q(g: &ConvGeom, p: &QConvParams<'_>, bias: &[i32], t: &Tile, acc: &QAcc
         let v0 = vminq_s32(vmaxq_s32(vqaddq_s32(v0, zp), lo), hi);
         let v1 = vminq_s32(vmaxq_s32(vqaddq_s32(v1, zp), lo), hi);
         let v = vmovn_s16(vcombine_s16(vmovn_s32(v0), vmovn_s32(v1)));
-        store8(&mut y[at..at + t.npx], v);
+        // SAFETY: channel `oc`, pixels `t.p0..` of image `t.n` belong to this tile alone.
+        store8(unsafe { y.slice(at, t.npx) }, v);
     }
 }
 
@@ -93,20 +94,22 @@ pub fn run_q(
     res: Option<&[i8]>,
     y: &mut [i8],
     scratch: &mut [u8],
+    par: &dyn Parallel,
     kb: usize,
-    micro: impl Fn(&Operands<'_, i8>, &mut QAcc),
+    micro: impl Fn(&Operands<'_, i8>, &mut QAcc) + Sync,
 ) {
     let packing = Packing { kb, pad: p.x_zero_point as i8, interleave: interleave_i8 };
-    for_each_tile(g, &packing, x, &pack.wq, scratch_of(pack, scratch), |t, ops| {
+    let out = Output::new(y);
+    for_each_tile(g, &packing, x, &pack.wq, pack.panel_bytes, scratch, par, &|t, ops| {
         let mut acc = [[0; TILE]; TILE];
         micro(ops, &mut acc);
-        store_q(g, p, &pack.bq, t, &acc, res, y);
+        store_q(g, p, &pack.bq, t, &acc, res, &out);
     });
 }
 
 /// Adds bias and residual, clamps and stores one f32 tile.
 #[target_feature(enable = "neon")]
-pub fn store_f32(g: &ConvGeom, p: &F32ConvParams<'_>, t: &Tile, acc: &FAcc, res: Option<&[f32]>, y: &mut [f32]) {
+pub fn store_f32(g: &ConvGeom, p: &F32ConvParams<'_>, t: &Tile, acc: &FAcc, res: Option<&[f32]>, y: &Output<'_, f32>) {
     let hw = g.h_out * g.w_out;
     let (lo, hi) = (vdupq_n_f32(p.clamp.0), vdupq_n_f32(p.clamp.1));
     for (o, row) in acc.iter().enumerate().take(t.noc) {
@@ -127,6 +130,7 @@ pub fn store_f32(g: &ConvGeom, p: &F32ConvParams<'_>, t: &Tile, acc: &FAcc, res:
                 vst1q_f32(half.as_mut_ptr(), vminnmq_f32(vmaxnmq_f32(a, lo), hi));
             }
         }
-        y[at..at + t.npx].copy_from_slice(&v[..t.npx]);
+        // SAFETY: channel `oc`, pixels `t.p0..` of image `t.n` belong to this tile alone.
+        unsafe { y.slice(at, t.npx) }.copy_from_slice(&v[..t.npx]);
     }
 }

@@ -1,7 +1,8 @@
 //! AArch64 kernels: NEON (ARMv8.0), dotprod (`SDOT`, ARMv8.2) and i8mm (`SMMLA`, ARMv8.6) convolutions on
 //! the packed frame of [`super::im2col`]. Each tier differs only in its 8x8 microkernel; gathering,
 //! packing and the fused epilogue (bias, residual, requantization, clamp) are shared. Plus a NEON int8
-//! max pool for the stem window; the other ops run the scalar kernels.
+//! max pool for the stem window; the other ops run the scalar kernels. The convolutions split their pixel
+//! blocks across the executor's workers ([`super::im2col::for_each_tile`]).
 //!
 //! The int8 kernels multiply raw int8 activations and fold `-x_zp * sum(w)` into the packed bias
 //! (spec 11.3); requantization widens to 64 bits (`SMULL`, `SRSHL`, `SQXTN`), never `SQRDMULH`.
@@ -18,8 +19,8 @@ macro_rules! qs8_conv {
         $crate::kernels::registry::QConv {
             supports: super::neon::any_geometry,
             pack: |g, p| $crate::kernels::im2col::pack_i8(g, p, $kb),
-            run: |g, pack, p, x, r, y, s, _| unsafe {
-                super::epilogue::run_q(g, pack, p, x, r, y, s, $kb, |o, acc| $micro(o, acc))
+            run: |g, pack, p, x, r, y, s, par| unsafe {
+                super::epilogue::run_q(g, pack, p, x, r, y, s, par, $kb, |o, acc| $micro(o, acc))
             },
         }
     };

@@ -3,8 +3,8 @@
 //! are raw int8: 2 * 128 * 127 = 32512 (spec 2, 11.3).
 
 use super::epilogue::{store_f32, FAcc, QAcc};
-use crate::kernels::im2col::{self, for_each_tile, interleave, scratch_of, Operands, Packing, TILE};
-use crate::kernels::packed::ConvPack;
+use crate::kernels::im2col::{self, for_each_tile, interleave, Operands, Output, Packing, TILE};
+use crate::kernels::packed::{ConvPack, Parallel};
 use crate::kernels::registry::{F32Conv, QConv};
 use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::aarch64::*;
@@ -12,6 +12,7 @@ use core::arch::aarch64::*;
 /// k block of the int8 NEON kernel.
 const QKB: usize = 16;
 
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "neon")]
 fn f32_conv_neon(
     g: &ConvGeom,
@@ -20,13 +21,15 @@ fn f32_conv_neon(
     x: &[f32],
     r: Option<&[f32]>,
     y: &mut [f32],
-    s: &mut [f32],
+    s: &mut [u8],
+    par: &dyn Parallel,
 ) {
     let packing = Packing { kb: 1, pad: 0.0, interleave: interleave::<f32> };
-    for_each_tile(g, &packing, x, &pack.wf, s, |t, ops| {
+    let out = Output::new(y);
+    for_each_tile(g, &packing, x, &pack.wf, pack.panel_bytes, s, par, &|t, ops| {
         let mut acc = [[0.0; TILE]; TILE];
         f32_micro(ops, &mut acc);
-        store_f32(g, p, t, &acc, r, y);
+        store_f32(g, p, t, &acc, r, &out);
     });
 }
 
@@ -105,7 +108,7 @@ pub const F32_CONV_NEON: F32Conv = F32Conv {
     supports: any_geometry,
     pack: |g, p| im2col::pack_f32(g, p, 1),
     // SAFETY: NEON is part of every AArch64 target this module is built for.
-    run: |g, pack, p, x, r, y, s, _| unsafe { f32_conv_neon(g, pack, p, x, r, y, scratch_of(pack, s)) },
+    run: |g, pack, p, x, r, y, s, par| unsafe { f32_conv_neon(g, pack, p, x, r, y, s, par) },
 };
 
 // SAFETY: NEON is part of every AArch64 target this module is built for.

@@ -21,24 +21,9 @@ pub use eltwise::qs8_add_avx512;
 pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2};
 pub use quantize::quantize_avx512;
 
+pub(crate) use super::packed::Shared;
 use super::packed::{share, ConvPack, Parallel};
 use super::ConvGeom;
-
-/// A raw pointer shared by the workers of one kernel call, each touching a disjoint part.
-#[derive(Clone, Copy)]
-pub(crate) struct Shared<T>(pub *mut T);
-// SAFETY: only used to hand disjoint output / scratch regions to the tasks of one `Parallel::run`, which
-// returns before the borrowed buffers do.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// The pointer (a method, so closures capture the Sync wrapper rather than its field).
-    #[inline(always)]
-    pub fn get(self) -> *mut T {
-        self.0
-    }
-}
 
 /// Convolutions the blocked kernels handle: no groups, and outputs that fit u32 indices.
 pub(crate) fn supports(g: &ConvGeom) -> bool {
