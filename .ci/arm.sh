@@ -23,7 +23,7 @@ step "clippy for aarch64 (the NEON / dotprod / i8mm kernels)"
 cargo clippy -p resedge --target aarch64-unknown-linux-gnu --all-targets -- -D warnings
 
 # tests/cli.rs spawns the CLI binary itself, which the host cannot exec without binfmt_misc: it runs on x86 only.
-tests=(--lib --test kernels --test bitexact --test hostile --test no_alloc --test shipped_model --test zoo)
+tests=(--lib --test tiers --test kernels --test bitexact --test hostile --test no_alloc --test shipped_model --test zoo)
 a64=(-p resedge --target aarch64-unknown-linux-gnu)
 step "aarch64 test binaries (built once, run under three CPU models)"
 cargo test "${a64[@]}" "${tests[@]}" --no-run
@@ -39,6 +39,9 @@ suite() {
     fi
     grep -E '^(kernel tier|tested|skipped|test result)|0x' "$log"
     QEMU_CPU=$cpu cargo test "$@" --lib --test hostile --test no_alloc --test shipped_model --test zoo
+    # The kernels on 1, 2 and 3 pool threads against the scalar reference (whole-model logits per thread
+    # count are bitexact's, above; tiers' own model test repeats them at many times the cost under qemu).
+    QEMU_CPU=$cpu cargo test "$@" --test tiers -- --skip model_logits_agree_across_tiers_and_threads
 }
 for cpu in cortex-a53 cortex-a76 max; do
     step "tests under qemu-aarch64, QEMU_CPU=$cpu"
