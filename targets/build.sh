@@ -14,8 +14,9 @@ cpu=$(field target_cpu)
 echo "board $(field board): $triple, target-cpu $cpu, kernel tier $(field kernel_tier)"
 # target-cpu tunes scheduling and lets the compiler use the core's features everywhere; the SIMD kernels
 # still pick their tier at run time (RESEDGE_ISA overrides).
-RUSTFLAGS="-C target-cpu=$cpu ${RUSTFLAGS:-}" \
-    cargo build --profile board --target "$triple" -p resedge --bin resedge
+# The CLI without WebP decoding, and no unwind tables (the profile aborts on panic): ~150 KB less.
+RUSTFLAGS="-C target-cpu=$cpu -C force-unwind-tables=no ${RUSTFLAGS:-}" \
+    cargo build --profile board --target "$triple" -p resedge --no-default-features --features cli --bin resedge
 # Boards share a triple (and cargo's output path): keep one copy per board.
 mkdir -p "target/boards/$board"
 bin=target/boards/$board/resedge

@@ -1,4 +1,4 @@
-//! Images to input tensors (feature `image`): decode JPEG, PNG, BMP and WebP files, then resize, center-crop
+//! Images to input tensors (feature `image`): decode JPEG, PNG, BMP and (feature `webp`) WebP files, then resize, center-crop
 //! and normalize them as torchvision's `Resize(resize)`, `CenterCrop(crop)`, `ToTensor()`,
 //! `Normalize(mean, std)` do, with the parameters stored in the model file ([`Preprocess`]).
 //!
@@ -38,17 +38,21 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
 
 /// [`decode`] with a smaller allocation budget (fuzzing, small boards).
 pub fn decode_with_limit(bytes: &[u8], max_bytes: u64) -> Result<DynamicImage> {
+    let supported = if cfg!(feature = "webp") { "JPEG, PNG, BMP, WebP" } else { "JPEG, PNG, BMP" };
     let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format()?;
     let format = reader.format().ok_or_else(|| {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         Error::Image(format!(
-            "unrecognised image format (supported: JPEG, PNG, BMP, WebP); {} bytes starting {}",
+            "unrecognised image format (supported: {supported}); {} bytes starting {}",
             bytes.len(),
             head.join(" ")
         ))
     })?;
+    if format == ImageFormat::WebP && !cfg!(feature = "webp") {
+        return Err(Error::Image("WebP support is not in this build (cargo feature `webp`)".into()));
+    }
     if !matches!(format, ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Bmp | ImageFormat::WebP) {
-        return Err(Error::Image(format!("unsupported image format {format:?} (supported: JPEG, PNG, BMP, WebP)")));
+        return Err(Error::Image(format!("unsupported image format {format:?} (supported: {supported})")));
     }
     if format == ImageFormat::Jpeg {
         match jpeg::scan(bytes) {
