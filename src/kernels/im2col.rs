@@ -345,7 +345,8 @@ mod tests {
                 let g = geom(c, hw, k, s, pad, 1);
                 let x: Vec<i32> = (0..g.input_len() as i32).map(|v| v + 1).collect();
                 let panel_bytes = scratch_len(&g, kb) * 4;
-                let mut scratch = crate::kernels::packed::Scratch::new(panel_bytes.next_multiple_of(64) * par.workers());
+                let mut scratch =
+                    crate::kernels::packed::Scratch::new(panel_bytes.next_multiple_of(64) * par.workers());
                 let seen = std::sync::Mutex::new(vec![0; g.h_out * g.w_out]);
                 let packing = Packing { kb, pad: -1, interleave: interleave::<i32> };
                 let w = pack_weights(&g, &vec![0; g.c_out * g.k()], kb);

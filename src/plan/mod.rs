@@ -2,12 +2,12 @@
 //! kernel per node (logged at info level), prepares weights once, and lays all activations out in one
 //! arena by liveness. [`Executor::run`] then only calls kernels: it allocates nothing.
 
+#[cfg(feature = "std")]
+pub mod cores;
 mod exec;
 pub mod memory;
 pub mod passes;
 mod steps;
-#[cfg(feature = "std")]
-pub mod cores;
 #[cfg(feature = "std")]
 pub mod threads;
 

@@ -54,7 +54,15 @@ fn store8(dst: &mut [i8], v: int8x8_t) {
 
 /// Requantizes one int8 tile and stores its real channels and pixels.
 #[target_feature(enable = "neon")]
-fn store_q(g: &ConvGeom, p: &QConvParams<'_>, bias: &[i32], t: &Tile, acc: &QAcc, res: Option<&[i8]>, y: &Output<'_, i8>) {
+fn store_q(
+    g: &ConvGeom,
+    p: &QConvParams<'_>,
+    bias: &[i32],
+    t: &Tile,
+    acc: &QAcc,
+    res: Option<&[i8]>,
+    y: &Output<'_, i8>,
+) {
     let hw = g.h_out * g.w_out;
     let rq = p.requant;
     let (zp, lo, hi) = (vdupq_n_s32(rq.zero_point), vdupq_n_s32(rq.lo), vdupq_n_s32(rq.hi));
