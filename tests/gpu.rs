@@ -179,3 +179,39 @@ fn partition_keeps_boundary_ops_on_the_cpu() {
     assert_eq!(dev_segments[0].uploads.len(), 1);
     assert_eq!(dev_segments[0].downloads.len(), 1);
 }
+
+/// A device that cannot take the plan is a CPU fallback with a warning, not a failed command: with the
+/// device's buffers capped below ResNet-20's arena, `bench --backend gpu` warns and runs on the CPU; without
+/// the cap the same command runs on the GPU.
+#[cfg(feature = "cli")]
+#[test]
+fn cli_falls_back_to_the_cpu_when_the_plan_does_not_fit_the_device() {
+    if gpu(true).is_none() {
+        return;
+    }
+    let bench = |cap: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_resedge"));
+        cmd.args(["bench", "models/cifar10/resnet20.rsm", "--backend", "gpu", "--warmup", "0", "--iters", "1"]);
+        cmd.current_dir(root()).env_remove("RESEDGE_GPU_MAX_BUFFER");
+        if let Some(c) = cap {
+            cmd.env("RESEDGE_GPU_MAX_BUFFER", c);
+        }
+        let o = cmd.output().expect("resedge runs");
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "cap {cap:?}: exit {:?}\n{out}\n{err}", o.status);
+        (out.into_owned(), err.into_owned())
+    };
+    let (out, err) = bench(Some("4096"));
+    let warning = err.lines().find(|l| l.starts_with("warning: preparing the plan on")).unwrap_or_else(|| {
+        panic!("no fallback warning:\n{err}");
+    });
+    assert!(
+        warning.contains("exceeds the device's storage buffer limit of 4096 bytes")
+            && warning.ends_with("; running on the CPU"),
+        "{warning}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("backend    cpu")), "{out}");
+    let (out, err) = bench(None);
+    assert!(!err.contains("warning:"), "{err}");
+    assert!(out.lines().any(|l| l.starts_with("backend    gpu")), "{out}");
+}

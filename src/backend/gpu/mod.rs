@@ -85,6 +85,39 @@ fn gpu_err(what: impl core::fmt::Display) -> Error {
     Error::Backend { backend: "gpu", what: what.to_string() }
 }
 
+/// How [`Gpu::with_options`] sets the device up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Use `dot4I8Packed` for int8 convolutions where the adapter has it (else the unpacked loop).
+    pub dot4: bool,
+    /// Caps the largest buffer (and storage binding) the device may create, in bytes, below the adapter's
+    /// own limit: keeps ResEdge inside a memory budget on boards whose GPU shares the RAM. A plan whose
+    /// arena or weights exceed it fails to prepare (the CLI then runs on the CPU).
+    pub max_buffer: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { dot4: true, max_buffer: None }
+    }
+}
+
+impl GpuOptions {
+    /// The defaults, changed by `RESEDGE_GPU_DOT4=0` (unpacked int8 dot product) and
+    /// `RESEDGE_GPU_MAX_BUFFER=BYTES` ([`GpuOptions::max_buffer`]). A malformed byte count is an error.
+    pub fn from_env() -> Result<GpuOptions> {
+        let max_buffer = match std::env::var("RESEDGE_GPU_MAX_BUFFER") {
+            Ok(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| Error::Input(format!("RESEDGE_GPU_MAX_BUFFER={v:?} is not a byte count")))?,
+            ),
+            Err(_) => None,
+        };
+        Ok(GpuOptions { dot4: std::env::var("RESEDGE_GPU_DOT4").map_or(true, |v| v != "0"), max_buffer })
+    }
+}
+
 /// A wgpu device with the ResEdge pipelines compiled.
 pub struct Gpu {
     device: wgpu::Device,
@@ -99,13 +132,18 @@ pub struct Gpu {
 
 impl Gpu {
     /// Opens the first Vulkan adapter (`WGPU_BACKEND` / `WGPU_ADAPTER_NAME` may choose another) and compiles
-    /// the shaders. No adapter is [`Error::BackendUnavailable`]. `RESEDGE_GPU_DOT4=0` turns `dot4I8Packed` off.
+    /// the shaders, with [`GpuOptions::from_env`]. No adapter is [`Error::BackendUnavailable`].
     pub fn new() -> Result<Gpu> {
-        Gpu::with_dot4(std::env::var("RESEDGE_GPU_DOT4").map_or(true, |v| v != "0"))
+        Gpu::with_options(GpuOptions::from_env()?)
     }
 
     /// Like [`Gpu::new`]; `dot4: false` uses the unpacked dot product even where `dot4I8Packed` exists.
     pub fn with_dot4(dot4: bool) -> Result<Gpu> {
+        Gpu::with_options(GpuOptions { dot4, ..GpuOptions::default() })
+    }
+
+    /// Like [`Gpu::new`] with explicit options (the environment is not read).
+    pub fn with_options(opts: GpuOptions) -> Result<Gpu> {
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         if std::env::var_os("WGPU_BACKEND").is_none() {
             desc.backends = wgpu::Backends::VULKAN;
@@ -121,9 +159,14 @@ impl Gpu {
                 }
             })?;
         let info = adapter.get_info();
+        let mut limits = adapter.limits();
+        if let Some(cap) = opts.max_buffer {
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("resedge"),
-            required_limits: adapter.limits(),
+            required_limits: limits,
             ..Default::default()
         }))
         .map_err(|e| gpu_err(format!("opening {}: {e}", info.name)))?;
@@ -135,8 +178,8 @@ impl Gpu {
                 f.get_or_insert_with(|| e.to_string());
             }
         }));
-        let dot4 =
-            instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct) && dot4;
+        let dot4 = instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct)
+            && opts.dot4;
         let source = SHADER.replace("DOT4_DEFINITION", if dot4 { DOT4_NATIVE } else { DOT4_LOOP });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -283,7 +326,7 @@ impl Backend for Gpu {
             let work = args[a::TOTAL];
             steps.push(Prepared { index: i, pipeline, args, groups: grid(work, &limits)? });
         }
-        if params.len() as u64 * 4 > limits.max_storage_buffer_binding_size {
+        if params.len() as u64 * 4 > limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
             return Err(gpu_err(format!(
                 "{} bytes of weights exceed the device's storage buffer limit",
                 params.len() * 4

@@ -1,8 +1,9 @@
 //! `--backend cpu|gpu|npu|auto` for `run`, `bench`, `classify` and `camera`: builds the executor that runs
-//! a plan there. A backend this build or this machine lacks is reported on stderr and the command falls back
-//! to the CPU (never silently: the warning names the backend and why).
+//! a plan there. A backend this build or this machine lacks, or a device that cannot prepare the plan, is
+//! reported on stderr and the command falls back to the CPU (never silently: the warning names the backend
+//! and why).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use resedge::backend::{BackendKind, OffloadExecutor, Timings};
 use resedge::plan::{Executor, Plan, PlanOptions};
@@ -61,7 +62,15 @@ impl<'p, 'a> Runner<'p, 'a> {
                 return Ok(Runner::Cpu(plan.executor()));
             }
         };
-        let exec = OffloadExecutor::new(plan, backend.as_ref()).context("preparing the plan on the device")?;
+        // A device that exists but cannot take this plan (arena over its buffer limit, lost device) is
+        // a fallback like a missing one, not a failed command.
+        let exec = match OffloadExecutor::new(plan, backend.as_ref()) {
+            Ok(exec) => exec,
+            Err(e) => {
+                eprintln!("warning: preparing the plan on {} failed: {e}; running on the CPU", backend.device_name());
+                return Ok(Runner::Cpu(plan.executor()));
+            }
+        };
         let part = exec.partition();
         if part.offloaded() > 0 {
             let cpu: Vec<&str> =
@@ -120,6 +129,7 @@ impl<'p, 'a> Runner<'p, 'a> {
 
 #[cfg(feature = "npu-rknn")]
 fn npu<'p, 'a>(plan: &'p Plan<'a>, args: &BackendArgs, model_path: Option<&Path>) -> Result<Runner<'p, 'a>> {
+    use anyhow::Context;
     use resedge::backend::npu::{rknn_path, Rknn};
     let Some(path) = args.rknn.clone().or_else(|| model_path.map(|m| rknn_path(m, None))) else {
         eprintln!("warning: --backend npu needs --rknn FILE for a zoo model; running on the CPU");
