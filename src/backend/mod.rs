@@ -51,15 +51,20 @@ impl BackendKind {
     /// The partitioning backend this kind names. `Npu` is not one (it runs whole `.rknn` models, see
     /// [`npu`]): asking for it here is an error, as is a backend this build does not include.
     pub fn create(self) -> Result<Box<dyn Backend>> {
+        self.create_with(&BackendOptions::default())
+    }
+
+    /// Like [`BackendKind::create`] with settings beyond the environment's.
+    pub fn create_with(self, opts: &BackendOptions) -> Result<Box<dyn Backend>> {
         match self {
             BackendKind::Cpu => Ok(Box::new(cpu::Cpu)),
-            BackendKind::Gpu => gpu_backend(),
+            BackendKind::Gpu => gpu_backend(opts),
             BackendKind::Npu => Err(Error::BackendUnavailable {
                 backend: "npu",
                 why: "the NPU runs a whole .rknn model (resedge ... --backend npu --rknn FILE), not a plan partition"
                     .into(),
             }),
-            BackendKind::Auto => gpu_backend().or_else(|e| {
+            BackendKind::Auto => gpu_backend(opts).or_else(|e| {
                 log::info!("backend auto: {e}; using the CPU");
                 Ok(Box::new(cpu::Cpu))
             }),
@@ -67,13 +72,22 @@ impl BackendKind {
     }
 }
 
+/// Backend settings that the environment alone does not give.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendOptions {
+    /// f32 convolutions in f16 on a GPU with shader-f16 (as `RESEDGE_GPU_F16=1`; see [`gpu`]).
+    pub gpu_f16: bool,
+}
+
 #[cfg(feature = "gpu")]
-fn gpu_backend() -> Result<Box<dyn Backend>> {
-    Ok(Box::new(gpu::Gpu::new()?))
+fn gpu_backend(opts: &BackendOptions) -> Result<Box<dyn Backend>> {
+    let mut o = gpu::GpuOptions::from_env()?;
+    o.f16 |= opts.gpu_f16;
+    Ok(Box::new(gpu::Gpu::with_options(o)?))
 }
 
 #[cfg(not(feature = "gpu"))]
-fn gpu_backend() -> Result<Box<dyn Backend>> {
+fn gpu_backend(_: &BackendOptions) -> Result<Box<dyn Backend>> {
     Err(Error::BackendUnavailable { backend: "gpu", why: "this build has no `gpu` feature".into() })
 }
 
@@ -88,6 +102,11 @@ pub trait Backend {
     /// False for the CPU itself: nothing to partition, nothing to log.
     fn offloads(&self) -> bool {
         true
+    }
+    /// True when some f32 steps compute in less than f32 precision (f16 products on the GPU): their outputs
+    /// then differ from the CPU's beyond the f32 tolerance. int8 steps are never affected.
+    fn reduced_f32_precision(&self) -> bool {
+        false
     }
     /// `None` when the backend can run `step` of `plan`, else why not (op, dtype or shape it lacks).
     fn unsupported(&self, plan: &Plan<'_>, step: &Step<'_>) -> Option<String>;
@@ -212,6 +231,7 @@ pub struct OffloadExecutor<'p, 'a> {
     partition: Partition,
     backend: &'static str,
     device_name: String,
+    reduced_f32_precision: bool,
     /// Time of the last run, by stage.
     pub last: Timings,
     /// Sum over all runs since creation.
@@ -235,12 +255,14 @@ impl<'p, 'a> OffloadExecutor<'p, 'a> {
             plan.steps.len(),
             partition.segments.iter().filter(|s| s.on_device).count()
         );
+        let reduced_f32_precision = backend.reduced_f32_precision() && partition.offloaded() > 0;
         Ok(OffloadExecutor {
             cpu: plan.executor(),
             device,
             partition,
             backend: backend.name(),
             device_name: backend.device_name(),
+            reduced_f32_precision,
             last: Timings::default(),
             total: Timings::default(),
         })
@@ -254,6 +276,10 @@ impl<'p, 'a> OffloadExecutor<'p, 'a> {
     }
     pub fn device_name(&self) -> &str {
         &self.device_name
+    }
+    /// See [`Backend::reduced_f32_precision`] (false when nothing is offloaded).
+    pub fn reduced_f32_precision(&self) -> bool {
+        self.reduced_f32_precision
     }
     pub fn plan(&self) -> &'p Plan<'a> {
         self.cpu.plan()

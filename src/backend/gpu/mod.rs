@@ -1,7 +1,7 @@
 //! The GPU backend: wgpu (Vulkan) compute shaders for convolution / linear, pooling, add, clamp, the option-A
-//! shortcut and flatten, in f32 and int8 (kernels.wgsl). Quantize stays on the CPU (a shader f32 division is
-//! not correctly rounded, spec 11.5), and so do Dequantize and Softmax, so int8 logits leave the GPU as the
-//! same bytes the CPU would have computed.
+//! shortcut and flatten, in f32 and int8 (common.wgsl + kernels.wgsl), f32 convolutions optionally in f16.
+//! Quantize stays on the CPU (a shader f32 division is not correctly rounded, spec 11.5), and so do
+//! Dequantize and Softmax, so int8 logits leave the GPU as the same bytes the CPU would have computed.
 //!
 //! Device memory mirrors the plan: one storage buffer laid out exactly like the CPU arena (values at the same
 //! offsets, liveness-shared), one read-only buffer with every offloaded step's prepared weights, and one
@@ -10,7 +10,15 @@
 //!
 //! int8 convolutions use `dot4I8Packed` where wgpu reports the `packed_4x8_integer_dot_product` WGSL
 //! extension, otherwise an unpacked loop over the same packed words (`RESEDGE_GPU_DOT4=0` forces it).
-//! f16 is not implemented: every f32 step runs in f32.
+//!
+//! f16 is opt-in ([`GpuOptions::f16`], `RESEDGE_GPU_F16=1`, the CLI's `--gpu-f16`) and needs the adapter's
+//! `shader-f16` (without it: a warning, and f32). Then the f32 convolutions run `conv_f16` from a second
+//! shader module (conv_f16.wgsl behind `enable f16;`, so adapters without the feature never compile it):
+//! weights uploaded as f16, two per word (half the bytes, [`pack_f16_weights`]), activations rounded to f16
+//! (saturating at +-65504), products in f16, the sum in f32, bias / residual / clamp and the stored output
+//! in f32, so the arena stays the CPU's. Logits then differ from the CPU's by about 1e-3 of the largest
+//! (tests/gpu.rs). Every other step, and every int8 step, is unchanged. A convolution with a weight beyond
+//! f16's range stays in f32.
 
 use super::{Backend, Device};
 use crate::error::{Error, Result};
@@ -19,7 +27,9 @@ use core::ops::Range;
 use std::prelude::v1::*;
 use std::sync::{Arc, Mutex};
 
+const COMMON: &str = include_str!("common.wgsl");
 const SHADER: &str = include_str!("kernels.wgsl");
+const CONV_F16: &str = include_str!("conv_f16.wgsl");
 const DOT4_NATIVE: &str = "fn dot4(a: u32, b: u32) -> i32 {\n    return dot4I8Packed(a, b);\n}";
 const DOT4_LOOP: &str = "fn dot4(a: u32, b: u32) -> i32 {
     var s = 0;
@@ -44,6 +54,8 @@ const ENTRY_POINTS: [&str; 14] = [
     "shortcut_q8",
     "copy_words",
 ];
+/// The pipeline index of `conv_f16`, compiled from its own module after ENTRY_POINTS.
+const CONV_F16_PIPELINE: usize = ENTRY_POINTS.len();
 /// Bytes of one step's argument slot (the largest `min_uniform_buffer_offset_alignment` Vulkan allows).
 const SLOT: u64 = 256;
 const WORKGROUP: u32 = 64;
@@ -90,6 +102,9 @@ fn gpu_err(what: impl core::fmt::Display) -> Error {
 pub struct GpuOptions {
     /// Use `dot4I8Packed` for int8 convolutions where the adapter has it (else the unpacked loop).
     pub dot4: bool,
+    /// Run f32 convolutions with f16 weights and products (f32 accumulation) where the adapter has
+    /// `shader-f16`; elsewhere a warning is logged and they run in f32. Other steps are unaffected.
+    pub f16: bool,
     /// Caps the largest buffer (and storage binding) the device may create, in bytes, below the adapter's
     /// own limit: keeps ResEdge inside a memory budget on boards whose GPU shares the RAM. A plan whose
     /// arena or weights exceed it fails to prepare (the CLI then runs on the CPU).
@@ -98,13 +113,14 @@ pub struct GpuOptions {
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { dot4: true, max_buffer: None }
+        GpuOptions { dot4: true, f16: false, max_buffer: None }
     }
 }
 
 impl GpuOptions {
-    /// The defaults, changed by `RESEDGE_GPU_DOT4=0` (unpacked int8 dot product) and
-    /// `RESEDGE_GPU_MAX_BUFFER=BYTES` ([`GpuOptions::max_buffer`]). A malformed byte count is an error.
+    /// The defaults, changed by `RESEDGE_GPU_DOT4=0` (unpacked int8 dot product), `RESEDGE_GPU_F16=1` (f16
+    /// convolutions) and `RESEDGE_GPU_MAX_BUFFER=BYTES` ([`GpuOptions::max_buffer`]). A malformed byte count
+    /// is an error.
     pub fn from_env() -> Result<GpuOptions> {
         let max_buffer = match std::env::var("RESEDGE_GPU_MAX_BUFFER") {
             Ok(v) => Some(
@@ -114,7 +130,11 @@ impl GpuOptions {
             ),
             Err(_) => None,
         };
-        Ok(GpuOptions { dot4: std::env::var("RESEDGE_GPU_DOT4").map_or(true, |v| v != "0"), max_buffer })
+        Ok(GpuOptions {
+            dot4: std::env::var("RESEDGE_GPU_DOT4").map_or(true, |v| v != "0"),
+            f16: std::env::var("RESEDGE_GPU_F16").is_ok_and(|v| v == "1"),
+            max_buffer,
+        })
     }
 }
 
@@ -124,6 +144,8 @@ pub struct Gpu {
     queue: wgpu::Queue,
     info: wgpu::AdapterInfo,
     dot4: bool,
+    /// f32 convolutions run `conv_f16` (asked for and the device has SHADER_F16).
+    f16: bool,
     layout: wgpu::BindGroupLayout,
     pipelines: Vec<wgpu::ComputePipeline>,
     /// The first error wgpu reported outside an error scope (a lost device, an out-of-memory).
@@ -164,8 +186,13 @@ impl Gpu {
             limits.max_buffer_size = limits.max_buffer_size.min(cap);
             limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
         }
+        let f16 = opts.f16 && adapter.features().contains(wgpu::Features::SHADER_F16);
+        if opts.f16 && !f16 {
+            log::warn!("gpu: f16 convolutions asked for, but {} lacks shader-f16: they run in f32", info.name);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("resedge"),
+            required_features: if f16 { wgpu::Features::SHADER_F16 } else { wgpu::Features::empty() },
             required_limits: limits,
             ..Default::default()
         }))
@@ -180,12 +207,7 @@ impl Gpu {
         }));
         let dot4 = instance.wgsl_language_features().contains(wgpu::WgslLanguageFeatures::Packed4x8IntegerDotProduct)
             && opts.dot4;
-        let source = SHADER.replace("DOT4_DEFINITION", if dot4 { DOT4_NATIVE } else { DOT4_LOOP });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("resedge kernels"),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
         let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -218,31 +240,33 @@ impl Gpu {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipelines = ENTRY_POINTS
-            .iter()
-            .map(|ep| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(ep),
-                    layout: Some(&pipeline_layout),
-                    module: &module,
-                    entry_point: Some(ep),
-                    compilation_options: Default::default(),
-                    cache: None,
-                })
-            })
-            .collect();
+        let kernels = SHADER.replace("DOT4_DEFINITION", if dot4 { DOT4_NATIVE } else { DOT4_LOOP });
+        let mut pipelines =
+            compile(&device, &pipeline_layout, "resedge kernels", &format!("{COMMON}\n{kernels}"), &ENTRY_POINTS);
+        if f16 {
+            // `enable` must precede every declaration, so it heads the module.
+            let source = format!("enable f16;\n{COMMON}\n{CONV_F16}");
+            pipelines.extend(compile(&device, &pipeline_layout, "resedge f16", &source, &["conv_f16"]));
+        }
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(gpu_err(format!("compiling the shaders on {}: {e}", info.name)));
         }
         log::info!(
-            "gpu: {} ({:?}, {} {}), int8 dot product: {}",
+            "gpu: {} ({:?}, {} {}), int8 dot product: {}, f32 convolutions in {}",
             info.name,
             info.device_type,
             info.driver,
             info.driver_info,
-            if dot4 { "dot4I8Packed" } else { "unpacked loop" }
+            if dot4 { "dot4I8Packed" } else { "unpacked loop" },
+            if f16 { "f16" } else { "f32" }
         );
-        Ok(Gpu { device, queue, info, dot4, layout, pipelines, failure })
+        Ok(Gpu { device, queue, info, dot4, f16, layout, pipelines, failure })
+    }
+
+    /// Whether f32 convolutions run with f16 weights and products ([`GpuOptions::f16`] on a device with
+    /// shader-f16). A convolution whose weights overflow f16 still runs in f32 (logged at prepare).
+    pub fn uses_f16(&self) -> bool {
+        self.f16
     }
 
     /// Whether int8 convolutions use `dot4I8Packed`.
@@ -256,6 +280,34 @@ impl Gpu {
             None => Ok(()),
         }
     }
+}
+
+/// Compiles `source` and one compute pipeline per entry point (validation errors surface in the caller's
+/// error scope).
+fn compile(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    label: &str,
+    source: &str,
+    entry_points: &[&str],
+) -> Vec<wgpu::ComputePipeline> {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    entry_points
+        .iter()
+        .map(|ep| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(ep),
+                layout: Some(layout),
+                module: &module,
+                entry_point: Some(ep),
+                compilation_options: Default::default(),
+                cache: None,
+            })
+        })
+        .collect()
 }
 
 /// Which pipeline (index into ENTRY_POINTS) runs a step kind, if the GPU has one.
@@ -286,7 +338,12 @@ impl Backend for Gpu {
     }
 
     fn device_name(&self) -> String {
-        format!("{} ({}, {:?})", self.info.name, self.info.driver, self.info.device_type)
+        let conv = if self.f16 { "f16" } else { "f32" };
+        format!("{} ({}, {:?}, f32 conv in {conv})", self.info.name, self.info.driver, self.info.device_type)
+    }
+
+    fn reduced_f32_precision(&self) -> bool {
+        self.f16
     }
 
     fn unsupported(&self, plan: &Plan<'_>, step: &Step<'_>) -> Option<String> {
@@ -314,23 +371,10 @@ impl Backend for Gpu {
                 limits.max_storage_buffer_binding_size
             )));
         }
-        let mut params: Vec<u32> = Vec::new();
-        let mut steps = Vec::new();
-        for (i, step) in plan.steps.iter().enumerate() {
-            if !assigned.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            let pipeline = entry(&step.kind)
-                .ok_or_else(|| gpu_err(format!("step `{}` ({}) has no GPU kernel", step.name, step.op)))?;
-            let args = step_args(plan, step, &mut params)?;
-            let work = args[a::TOTAL];
-            steps.push(Prepared { index: i, pipeline, args, groups: grid(work, &limits)? });
-        }
-        if params.len() as u64 * 4 > limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
-            return Err(gpu_err(format!(
-                "{} bytes of weights exceed the device's storage buffer limit",
-                params.len() * 4
-            )));
+        let (steps, mut params) = self.prepare_steps(plan, assigned, &limits)?;
+        if self.f16 {
+            let n = steps.iter().filter(|s| s.pipeline == CONV_F16_PIPELINE).count();
+            log::info!("gpu: {n} f32 convolution(s) in f16, {} bytes of weights", params.len() * 4);
         }
         params.push(0); // never empty
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -393,7 +437,56 @@ impl Backend for Gpu {
     }
 }
 
+/// What [`Gpu::weights`] reports about a plan's weight buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightStats {
+    /// Bytes of the weight buffer (weights, biases and requantization constants of every assigned step).
+    pub bytes: usize,
+    /// Assigned f32 convolutions that run `conv_f16` (f16 weights and products).
+    pub f16_convs: usize,
+    /// Assigned f32 convolutions that run in f32.
+    pub f32_convs: usize,
+}
+
 impl Gpu {
+    /// The weight buffer [`Backend::prepare`] would build for `plan` with `assigned`, and which precision each
+    /// f32 convolution gets, without creating any buffer.
+    pub fn weights(&self, plan: &Plan<'_>, assigned: &[bool]) -> Result<WeightStats> {
+        let (steps, params) = self.prepare_steps(plan, assigned, &self.device.limits())?;
+        let convs = steps.iter().filter(|s| matches!(plan.steps[s.index].kind, StepKind::Conv { .. }));
+        let f16_convs = convs.clone().filter(|s| s.pipeline == CONV_F16_PIPELINE).count();
+        Ok(WeightStats { bytes: params.len() * 4, f16_convs, f32_convs: convs.count() - f16_convs })
+    }
+
+    /// Arguments, pipeline and workgroups of every assigned step, and the weight words they index.
+    fn prepare_steps(
+        &self,
+        plan: &Plan<'_>,
+        assigned: &[bool],
+        limits: &wgpu::Limits,
+    ) -> Result<(Vec<Prepared>, Vec<u32>)> {
+        let mut params: Vec<u32> = Vec::new();
+        let mut steps = Vec::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            if !assigned.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let pipeline = entry(&step.kind)
+                .ok_or_else(|| gpu_err(format!("step `{}` ({}) has no GPU kernel", step.name, step.op)))?;
+            let (args, in_f16) = step_args(plan, step, self.f16, &mut params)?;
+            let pipeline = if in_f16 { CONV_F16_PIPELINE } else { pipeline };
+            let work = args[a::TOTAL];
+            steps.push(Prepared { index: i, pipeline, args, groups: grid(work, limits)? });
+        }
+        if params.len() as u64 * 4 > limits.max_storage_buffer_binding_size.min(limits.max_buffer_size) {
+            return Err(gpu_err(format!(
+                "{} bytes of weights exceed the device's storage buffer limit",
+                params.len() * 4
+            )));
+        }
+        Ok((steps, params))
+    }
+
     fn clone_handles(&self) -> Handles {
         Handles {
             device: self.device.clone(),
@@ -530,9 +623,11 @@ fn push(params: &mut Vec<u32>, data: impl IntoIterator<Item = u32>) -> u32 {
     at
 }
 
-/// Fills the argument words of `step` and appends its prepared weights to `params`.
-fn step_args(plan: &Plan<'_>, step: &Step<'_>, params: &mut Vec<u32>) -> Result<[u32; 64]> {
+/// Fills the argument words of `step` and appends its prepared weights to `params`; with `f16`, an f32
+/// convolution's weights go in as f16 halves where they fit. Returns the words and whether they did.
+fn step_args(plan: &Plan<'_>, step: &Step<'_>, f16: bool, params: &mut Vec<u32>) -> Result<([u32; 64], bool)> {
     let mut g = [0u32; 64];
+    let mut in_f16 = false;
     let out = &plan.values[step.output];
     let x = &plan.values[step.inputs[0]];
     let numel = u32_of(out.numel(), "output size", step)?;
@@ -584,7 +679,15 @@ fn step_args(plan: &Plan<'_>, step: &Step<'_>, params: &mut Vec<u32>) -> Result<
         StepKind::Conv { geom: c, weight, bias, clamp, .. } => {
             unpacked(weight.len(), c)?;
             geom(&mut g, c)?;
-            g[a::W] = push(params, weight.iter().map(|w| w.to_bits()));
+            let halves = if f16 { pack_f16_weights(weight) } else { None };
+            if f16 && halves.is_none() {
+                log::info!("{}: a weight is beyond f16's range; this convolution runs in f32", step.name);
+            }
+            in_f16 = halves.is_some();
+            g[a::W] = match halves {
+                Some(h) => push(params, h),
+                None => push(params, weight.iter().map(|w| w.to_bits())),
+            };
             g[a::B] = push(params, bias.iter().map(|b| b.to_bits()));
             f32_bounds(&mut g, *clamp);
         }
@@ -663,7 +766,18 @@ fn step_args(plan: &Plan<'_>, step: &Step<'_>, params: &mut Vec<u32>) -> Result<
             return Err(gpu_err(format!("step `{}` ({}) has no GPU kernel", step.name, step.op)));
         }
     }
-    Ok(g)
+    Ok((g, in_f16))
+}
+
+/// Packs f32 weights as f16 (round to nearest even), two per word in order: element 2k in the low half of
+/// word k, 2k + 1 in the high half (the last high half 0 for an odd count), as conv_f16.wgsl reads them.
+/// None when a finite weight overflows f16.
+pub fn pack_f16_weights(w: &[f32]) -> Option<Vec<u32>> {
+    let half = |v: f32| {
+        let h = half::f16::from_f32(v);
+        (!h.is_infinite() || v.is_infinite()).then_some(h.to_bits() as u32)
+    };
+    w.chunks(2).map(|p| Some(half(p[0])? | half(p.get(1).copied().unwrap_or(0.0))? << 16)).collect()
 }
 
 /// Packs OIHW int8 weights as [oc][ky][kx][ceil(icg / 4)] words, four input channels per word (byte k =
@@ -694,6 +808,14 @@ pub fn pack_q8_weights(c: &crate::kernels::ConvGeom, w: &[i8], bias: &[i32], x_z
 mod tests {
     use super::*;
     use crate::kernels::ConvGeom;
+
+    #[test]
+    fn f16_weights_pack_two_halves_per_word_and_refuse_overflow() {
+        assert_eq!(pack_f16_weights(&[1.0, -2.0, 0.5]), Some(vec![0xc000_3c00, 0x0000_3800]));
+        assert_eq!(pack_f16_weights(&[1.0, 65504.0]), Some(vec![0x7bff_3c00]));
+        assert_eq!(pack_f16_weights(&[1.0, 70000.0]), None);
+        assert_eq!(pack_f16_weights(&[f32::INFINITY]), Some(vec![0x7c00]));
+    }
 
     /// The packed form times raw x, plus the folded bias, equals the spec's sum of (x - zp) * w.
     #[test]

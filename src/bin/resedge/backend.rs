@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-use resedge::backend::{BackendKind, OffloadExecutor, Timings};
+use resedge::backend::{BackendKind, BackendOptions, OffloadExecutor, Timings};
 use resedge::plan::{Executor, Plan, PlanOptions};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +27,11 @@ pub struct BackendArgs {
     /// The `.rknn` model for `--backend npu` (default: the model file with the extension .rknn).
     #[arg(long)]
     pub rknn: Option<PathBuf>,
+    /// GPU: run f32 convolutions with f16 weights and products (f32 accumulation) where the device has
+    /// shader-f16, else in f32 with a warning (also `RESEDGE_GPU_F16=1`). Logits then differ from the CPU's
+    /// by about 1e-3 of the largest; int8 models are unaffected.
+    #[arg(long)]
+    pub gpu_f16: bool,
 }
 
 impl BackendArgs {
@@ -49,13 +54,16 @@ impl<'p, 'a> Runner<'p, 'a> {
     /// Creates the executor for `plan` on `args.backend`, falling back to the CPU with a warning.
     /// `model_path` locates the default `.rknn` file.
     pub fn new(plan: &'p Plan<'a>, args: &BackendArgs, model_path: Option<&Path>) -> Result<Runner<'p, 'a>> {
+        if args.gpu_f16 && !matches!(args.backend, Which::Gpu | Which::Auto) {
+            eprintln!("warning: --gpu-f16 applies to --backend gpu or auto; ignored");
+        }
         let kind = match args.backend {
             Which::Cpu => return Ok(Runner::Cpu(plan.executor())),
             Which::Npu => return npu(plan, args, model_path),
             Which::Gpu => BackendKind::Gpu,
             Which::Auto => BackendKind::Auto,
         };
-        let backend = match kind.create() {
+        let backend = match kind.create_with(&BackendOptions { gpu_f16: args.gpu_f16 }) {
             Ok(b) => b,
             Err(e) => {
                 eprintln!("warning: {e}; running on the CPU");
@@ -106,6 +114,11 @@ impl<'p, 'a> Runner<'p, 'a> {
             Runner::Offload(e) => Some(e.last),
             _ => None,
         }
+    }
+
+    /// Whether f32 steps run in less than f32 precision (`--gpu-f16` on a device that has it).
+    pub fn reduced_f32_precision(&self) -> bool {
+        matches!(self, Runner::Offload(e) if e.reduced_f32_precision())
     }
 
     /// "cpu", "gpu", "npu".
