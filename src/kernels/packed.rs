@@ -5,8 +5,9 @@
 //! packed weights and scratch size here.
 //!
 //! Phase planes: the input image is rewritten once per run into padded **phase planes**: for stride (sh, sw), input channel
-//! `c` becomes sh·sw planes of `hg × wg` elements, plane (a, b) holding padded rows `a, a+sh, …` and columns
-//! `b, b+sw, …` (padding = 0.0 in f32, the zero point in int8). Every kernel tap (c, ky, kx) is then a
+//! `c` becomes up to sh·sw planes of `hg × wg` elements, plane (a, b) holding padded rows `a, a+sh, …` and
+//! columns `b, b+sw, …` (padding = 0.0 in f32, the zero point in int8). Only the phases some tap reads are
+//! built: a 1x1 stride-2 convolution (a ResNet downsample) needs one plane per channel, not four. Every kernel tap (c, ky, kx) is then a
 //! constant element offset from the output position on a grid `q = oy·wg + ox` (stride and dilation
 //! included), so a run of grid positions reads contiguous memory: one vector load per tap, no im2col copy,
 //! no bounds checks. The grid is `wg - w_out` columns wider than the output; those lanes are computed and
@@ -67,8 +68,13 @@ pub fn share(n: usize, workers: usize, w: usize) -> Range<usize> {
 pub struct Planes {
     pub sh: usize,
     pub sw: usize,
+    /// Phases built per axis: rows `a < pa`, columns `b < pb` (the ones the kernel's taps read).
+    pub pa: usize,
+    pub pb: usize,
     pub hg: usize,
     pub wg: usize,
+    /// Channels interleaved per element ([`ConvPack::interleaved`]; 1 = one channel per plane).
+    pub cgroup: usize,
     /// Elements of all planes of one image, plus slack so that whole tiles can be read past the grid end.
     pub len: usize,
 }
@@ -78,9 +84,13 @@ impl Planes {
     pub fn plane(&self) -> usize {
         self.hg * self.wg
     }
-    /// Elements of one input channel's planes.
+    /// Elements of one channel group's planes (one input channel's unless interleaved).
     pub fn per_channel(&self) -> usize {
-        self.sh * self.sw * self.plane()
+        self.pa * self.pb * self.plane() * self.cgroup
+    }
+    /// Channel groups of `c` input channels: the units the planes are filled in.
+    pub fn groups(&self, c: usize) -> usize {
+        c.div_ceil(self.cgroup)
     }
 }
 
@@ -129,28 +139,47 @@ pub struct ConvPack {
 impl ConvPack {
     /// Geometry, offsets and lane tables for `g` (groups must be 1). `nr` must be a multiple of 16.
     pub fn new(g: &ConvGeom, mr: usize, nr: usize, kgroup: usize, elem: usize) -> ConvPack {
+        let mut pack = ConvPack::with_groups(g, mr, nr, 1, elem);
+        pack.kp = pack.k.next_multiple_of(kgroup);
+        pack.offsets.resize(pack.kp, 0);
+        pack
+    }
+
+    /// Like [`ConvPack::new`] for byte planes that interleave `cgroup` channels per element (channel `c` is
+    /// byte `c % cgroup` of group `c / cgroup`; missing channels of the last group hold padding): a tile's
+    /// `cgroup` reduction steps of one tap are then one contiguous run of `nr · cgroup` bytes, what
+    /// `vpdpbusd` reads, with no panel copy. `offsets` holds one byte offset per (group, ky, kx) and `kp`
+    /// counts `cgroup` reduction steps per entry.
+    pub fn interleaved(g: &ConvGeom, mr: usize, nr: usize, cgroup: usize) -> ConvPack {
+        let mut pack = ConvPack::with_groups(g, mr, nr, cgroup, 1);
+        pack.kp = pack.offsets.len() * cgroup;
+        pack
+    }
+
+    fn with_groups(g: &ConvGeom, mr: usize, nr: usize, cgroup: usize, elem: usize) -> ConvPack {
         debug_assert!(g.groups == 1 && nr.is_multiple_of(16));
         let (sh, sw) = (g.stride_h, g.stride_w);
         let (max_ry, max_rx) = ((g.kh - 1) * g.dil_h / sh, (g.kw - 1) * g.dil_w / sw);
         let (hg, wg) = (g.h_out + max_ry, g.w_out + max_rx);
+        // Phases read by some tap: `(k · dil) % s` for every k, at most the largest of them + 1.
+        let phases = |k: usize, dil: usize, s: usize| (0..k).map(|i| i * dil % s).max().unwrap_or(0) + 1;
+        let (pa, pb) = (phases(g.kh, g.dil_h, sh), phases(g.kw, g.dil_w, sw));
         let plane = hg * wg;
-        let k = g.k();
-        let kp = k.next_multiple_of(kgroup);
-        let mut offsets = Vec::with_capacity(kp);
-        for c in 0..g.c_in {
+        let cgroups = g.c_in.div_ceil(cgroup);
+        let mut offsets = Vec::with_capacity(cgroups * g.kh * g.kw);
+        for c in 0..cgroups {
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
                     let (a, ry) = ((ky * g.dil_h) % sh, (ky * g.dil_h) / sh);
                     let (b, rx) = ((kx * g.dil_w) % sw, (kx * g.dil_w) / sw);
-                    offsets.push((((c * sh + a) * sw + b) * plane + ry * wg + rx) as u32);
+                    offsets.push(((((c * pa + a) * pb + b) * plane + ry * wg + rx) * cgroup) as u32);
                 }
             }
         }
-        offsets.resize(kp, 0);
         let q = g.h_out * wg;
         let tiles = q.div_ceil(nr);
         let max_off = offsets.iter().copied().max().unwrap_or(0) as usize;
-        let len = (g.c_in * sh * sw * plane).max(max_off + tiles * nr);
+        let len = (cgroups * pa * pb * plane * cgroup).max(max_off + tiles * nr * cgroup);
         let chunks = (0..tiles * nr / 16)
             .map(|j| {
                 let mut chunk = Chunk::default();
@@ -167,9 +196,9 @@ impl ConvPack {
         ConvPack {
             mr,
             nr,
-            k,
-            kp,
-            planes: Some(Planes { sh, sw, hg, wg, len }),
+            k: g.k(),
+            kp: 0,
+            planes: Some(Planes { sh, sw, pa, pb, hg, wg, cgroup, len }),
             q,
             tiles,
             offsets,
@@ -226,16 +255,40 @@ impl ConvPack {
                 out[((oc / mr * kp + k / kgroup * kgroup) * mr) + (oc % mr) * kgroup + k % kgroup] = T::from(v);
             }
         }
-        self.bq = w
-            .chunks_exact(self.k)
-            .zip(bias)
-            .map(|(row, &b)| {
-                let sum: i64 = row.iter().map(|&v| v as i64).sum();
-                (b as i64 - (x_zp as i64 + 128) * sum) as i32
-            })
-            .collect();
+        self.bq = corrected_bias(w, self.k, bias, x_zp);
         out
     }
+}
+
+impl ConvPack {
+    /// int8 weights for [`ConvPack::interleaved`] planes, `[m/mr][kp/g][mr][g]` with `g = cgroup` and the
+    /// reduction entry order of `offsets` (channel group, ky, kx; byte j = channel `g·group + j`, zero past
+    /// `c_in`), plus the corrected bias as in [`ConvPack::pack_i8`].
+    pub fn pack_i8_interleaved(&mut self, g: &ConvGeom, w: &[i8], bias: &[i32], x_zp: i32) -> Vec<i8> {
+        let cg = self.planes.map_or(1, |p| p.cgroup);
+        let (mr, kp, taps) = (self.mr, self.kp, g.kh * g.kw);
+        let mut out = vec![0i8; self.blocks(g.c_out) * kp * mr];
+        for (oc, row) in w.chunks_exact(self.k).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                let (c, tap) = (k / taps, k % taps);
+                let entry = c / cg * taps + tap;
+                out[(oc / mr * kp / cg + entry) * mr * cg + (oc % mr) * cg + c % cg] = v;
+            }
+        }
+        self.bq = corrected_bias(w, self.k, bias, x_zp);
+        out
+    }
+}
+
+/// `bias - (x_zp + 128) · Σ w` per output channel (docs/int8-spec.md, section 11.2).
+fn corrected_bias(w: &[i8], k: usize, bias: &[i32], x_zp: i32) -> Vec<i32> {
+    w.chunks_exact(k)
+        .zip(bias)
+        .map(|(row, &b)| {
+            let sum: i64 = row.iter().map(|&v| v as i64).sum();
+            (b as i64 - (x_zp as i64 + 128) * sum) as i32
+        })
+        .collect()
 }
 
 /// A zeroed byte buffer whose usable part starts 64-byte aligned: the executor's kernel scratch (one per
@@ -271,39 +324,64 @@ pub fn fill_planes<T: Copy, U: Copy>(
     pad: U,
     out: &mut [U],
 ) {
-    let plane = p.plane();
-    let c0 = chans.start;
-    for c in chans {
-        let xc = &x[c * g.h_in * g.w_in..][..g.h_in * g.w_in];
-        for a in 0..p.sh {
-            for b in 0..p.sw {
-                let dst = &mut out[(((c - c0) * p.sh + a) * p.sw + b) * plane..][..plane];
+    debug_assert_eq!(p.cgroup, 1);
+    fill_planes_with(g, p, x, chans, pad, out, |dst, src, sw| {
+        let src = src[0].expect("channel groups of one hold their channel");
+        if sw == 1 {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = map(s);
+            }
+        } else {
+            for (d, &s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+                *d = map(s);
+            }
+        }
+    });
+}
+
+/// The plane frame of [`fill_planes`] for any channel grouping: the channel groups `groups` of one image
+/// go to `out` (starting at the first group's planes), padding elements get `pad`, and `row(dst, src, sw)`
+/// writes the inside of one plane row: `dst` = its valid columns (`cgroup` elements each), `src[j]` =
+/// channel j of the group's input row from the first valid column on (None past the last channel), read
+/// every `sw`-th element.
+pub fn fill_planes_with<T: Copy, U: Copy>(
+    g: &ConvGeom,
+    p: &Planes,
+    x: &[T],
+    groups: Range<usize>,
+    pad: U,
+    out: &mut [U],
+    row: impl Fn(&mut [U], &[Option<&[T]>], usize),
+) {
+    let (cg, hw) = (p.cgroup, g.h_in * g.w_in);
+    let plane = p.plane() * cg;
+    let g0 = groups.start;
+    for grp in groups {
+        for a in 0..p.pa {
+            for b in 0..p.pb {
+                let dst = &mut out[(((grp - g0) * p.pa + a) * p.pb + b) * plane..][..plane];
                 // Plane column j reads input column j·sw + b - pad_l: the valid ones are a contiguous range.
                 let first = (g.pad_l.saturating_sub(b)).div_ceil(p.sw).min(p.wg);
                 let end = ((g.w_in + g.pad_l).saturating_sub(b)).div_ceil(p.sw).clamp(first, p.wg);
-                for (r, row) in dst.chunks_exact_mut(p.wg).enumerate() {
+                for (r, dst_row) in dst.chunks_exact_mut(p.wg * cg).enumerate() {
                     let iy = (r * p.sh + a).checked_sub(g.pad_t).filter(|&y| y < g.h_in);
                     let Some(iy) = iy else {
-                        row.fill(pad);
+                        dst_row.fill(pad);
                         continue;
                     };
-                    row[..first].fill(pad);
-                    row[end..].fill(pad);
+                    dst_row[..first * cg].fill(pad);
+                    dst_row[end * cg..].fill(pad);
                     if first == end {
                         // A phase column with no input column in it (stride wider than the padded row).
                         continue;
                     }
                     let x0 = first * p.sw + b - g.pad_l;
-                    let src = &xc[iy * g.w_in + x0..];
-                    if p.sw == 1 {
-                        for (d, &s) in row[first..end].iter_mut().zip(src) {
-                            *d = map(s);
-                        }
-                    } else {
-                        for (d, &s) in row[first..end].iter_mut().zip(src.iter().step_by(p.sw)) {
-                            *d = map(s);
-                        }
+                    let mut src = [None; 4];
+                    for (j, s) in src.iter_mut().enumerate().take(cg) {
+                        let c = grp * cg + j;
+                        *s = (c < g.c_in).then(|| &x[c * hw + iy * g.w_in + x0..(c + 1) * hw]);
                     }
+                    row(&mut dst_row[first * cg..end * cg], &src[..cg], p.sw);
                 }
             }
         }

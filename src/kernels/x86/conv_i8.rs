@@ -3,15 +3,17 @@
 //! is present) and the bias carries `-(x_zp + 128) · Σw` (section 11.2); sums wrap in i32, which is exact
 //! because the true accumulator fits (section 4).
 //!
-//! - VNNI: a tile's input is packed per worker as `[kp/4][32 positions][4 bytes]`, weights
-//!   `[m/8][kp/4][8][4]`; `vpdpbusd` (u8 x s8, 4 products per lane) into 8 x 2 accumulators. The epilogue
+//! - VNNI: when the input channels come in fours, the planes interleave four channels per element
+//!   ([`ConvPack::interleaved`]), so a tap's 32 positions x 4 channels are 128 contiguous bytes, read in place;
+//!   otherwise (the 3-channel stem) a tile's input is packed per worker as `[kp/4][32 positions][4 bytes]`.
+//!   Weights `[m/8][kp/4][8][4]`; `vpdpbusd` (u8 x s8, 4 products per lane) into 8 x 2 accumulators. The epilogue
 //!   requantizes in 64-bit lanes (`vpmuldq`, `vpsraq`), adds the requantized residual, the zero point,
 //!   clamps, and stores the real lanes.
 //! - AVX2: input `[kp/2][16][2]` as i16 and weights `[m/8][kp/2][8][2]` as i16; `vpmaddwd` gives exact
 //!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the scalar spec code.
 
 use super::{drive, lanes, panel_stride, split_scratch, supports, Shared};
-use crate::kernels::packed::{fill_planes, ConvPack, Parallel};
+use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams};
 use crate::quant::{requantize, saturate};
@@ -21,7 +23,13 @@ use core::arch::x86_64::*;
 pub const QS8_CONV_VNNI: QConv = QConv {
     supports,
     pack: pack_vnni,
-    run: |g, pack, p, x, r, y, s, par| run((panel_vnni, block_vnni), g, pack, p, x, r, y, s, par),
+    run: |g, pack, p, x, r, y, s, par| {
+        let kernels: (TileFn, BlockFn) = match pack.planes.map_or(1, |p| p.cgroup) {
+            1 => (panel_vnni, block_vnni::<false>),
+            _ => (|_, _, _| {}, block_vnni::<true>),
+        };
+        run(kernels, g, pack, p, x, r, y, s, par)
+    },
 };
 /// AVX2 int8 convolution (tier `avx2`).
 pub const QS8_CONV_AVX2: QConv = QConv {
@@ -33,6 +41,11 @@ pub const QS8_CONV_AVX2: QConv = QConv {
 const MR: usize = 8;
 
 fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    if g.c_in.is_multiple_of(4) {
+        let mut pack = ConvPack::interleaved(g, MR, 32, 4);
+        pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
+        return pack;
+    }
     let mut pack = ConvPack::new(g, MR, 32, 4, 1);
     pack.wq = pack.pack_i8(g.c_out, 4, p.weight, p.bias, p.x_zero_point);
     pack.panel_bytes = pack.kp * 32;
@@ -99,7 +112,12 @@ fn run(
                     ch.len() * pl.per_channel(),
                 )
             };
-            fill_planes(g, &pl, xn, ch, |v: i8| (v as u8) ^ 0x80, pad, out);
+            if pl.cgroup == 4 {
+                // SAFETY: interleaved planes are only packed by the VNNI kernel, listed under its tier.
+                fill_planes_with(g, &pl, xn, ch, pad, out, |dst, src, sw| unsafe { interleave4(dst, src, sw, pad) });
+            } else {
+                fill_planes(g, &pl, xn, ch, |v: i8| (v as u8) ^ 0x80, pad, out);
+            }
         };
         // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
         // touches panel w.
@@ -137,6 +155,44 @@ unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
     }
 }
 
+/// One row of interleaved planes: `dst[4i + j] = src[j][i · sw] + 128` (as u8), `pad` for a missing channel.
+///
+/// # Safety
+/// AVX-512 BW/VL available; each source row holds the `(dst.len() / 4 - 1) · sw + 1` values read.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8) {
+    let n = dst.len() / 4;
+    if sw != 1 {
+        for (i, out) in dst.chunks_exact_mut(4).enumerate() {
+            for (d, s) in out.iter_mut().zip(src) {
+                *d = s.map_or(pad, |s| (s[i * sw] as u8) ^ 0x80);
+            }
+        }
+        return;
+    }
+    let (flip, padv) = (_mm_set1_epi8(0x80u8 as i8), _mm_set1_epi8(pad as i8));
+    for i in (0..n).step_by(16) {
+        let len = (n - i).min(16);
+        let mask = (((1u32 << len) - 1) & 0xffff) as u16;
+        // SAFETY: masked loads read only the `len` real values of each row (masked lanes never fault).
+        let ld = |j: usize| match src[j] {
+            Some(s) => unsafe { _mm_xor_si128(_mm_maskz_loadu_epi8(mask, s.as_ptr().add(i) as *const i8), flip) },
+            None => padv,
+        };
+        let (r0, r1, r2, r3) = (ld(0), ld(1), ld(2), ld(3));
+        let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
+        let (c, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));
+        let quads =
+            [_mm_unpacklo_epi16(a, c), _mm_unpackhi_epi16(a, c), _mm_unpacklo_epi16(b, d), _mm_unpackhi_epi16(b, d)];
+        let out = &mut dst[4 * i..4 * (i + len)];
+        for (q, chunk) in quads.iter().zip(out.chunks_mut(16)) {
+            let keep = ((1u32 << chunk.len()) - 1) as u16;
+            // SAFETY: the masked store writes `chunk.len()` bytes of `chunk`.
+            unsafe { _mm_mask_storeu_epi8(chunk.as_mut_ptr() as *mut i8, keep, *q) };
+        }
+    }
+}
+
 /// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -156,12 +212,13 @@ pub(super) fn sat32(v: __m512i) -> __m512i {
     _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(i32::MIN as i64)), _mm512_set1_epi64(i32::MAX as i64))
 }
 
-/// One task: 8 output channels x 32 positions from worker `w`'s panel.
+/// One task: 8 output channels x 32 positions, from worker `w`'s panel or, when `IN_PLACE`, straight
+/// from the interleaved planes.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL + VNNI available; panel `w` holds tile `t`.
+/// AVX-512 F/BW/VL + VNNI available; panel `w` holds tile `t` (or the planes are interleaved and filled).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn block_vnni(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
+unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
     let mut acc = [[_mm512_setzero_si512(); 2]; MR];
@@ -173,10 +230,12 @@ unsafe fn block_vnni(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     // SAFETY: the panel has kp * 32 bytes, the block kp * MR weights.
     unsafe {
         let panel = c.panels.get().add(w * panel_stride(p)) as *const u8;
+        let tile = c.planes.get().add(t * 128) as *const u8;
         let wt = p.wq.as_ptr().add(blk * kp * MR) as *const i32;
         for g4 in 0..kp / 4 {
-            let b0 = _mm512_loadu_si512(panel.add(g4 * 128) as *const _);
-            let b1 = _mm512_loadu_si512(panel.add(g4 * 128 + 64) as *const _);
+            let src = if IN_PLACE { tile.add(*p.offsets.get_unchecked(g4) as usize) } else { panel.add(g4 * 128) };
+            let b0 = _mm512_loadu_si512(src as *const _);
+            let b1 = _mm512_loadu_si512(src.add(64) as *const _);
             let wk = wt.add(g4 * MR);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = _mm512_set1_epi32(wk.add(r).read_unaligned());

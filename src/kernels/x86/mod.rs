@@ -33,7 +33,7 @@ pub(crate) fn supports(g: &ConvGeom) -> bool {
 /// Planes below this many elements are filled by the calling thread alone (a wake-up costs more).
 const PARALLEL_FILL: usize = 1 << 15;
 
-/// The blocked convolution loop of one image: fill the planes (`fill(channels)`), then run the tasks of
+/// The blocked convolution loop of one image: fill the planes (`fill(channel groups)`), then run the tasks of
 /// each worker: `tile(worker, t)` once per tile before its blocks, `block(worker, t, b)` per task.
 /// Tasks go tile-major (a tile's input stays in cache across the weight blocks) unless `weights_first`
 /// and the tiles are few: then block-major, so large weight sets (7x7x512 layers) stream only once.
@@ -48,11 +48,12 @@ pub(crate) fn drive(
 ) {
     let workers = par.workers();
     let plane_elems = pack.planes.map_or(0, |p| p.len);
+    let groups = pack.planes.map_or(g.c_in, |p| p.groups(g.c_in));
     if workers == 1 || plane_elems < PARALLEL_FILL {
-        fill(0..g.c_in);
+        fill(0..groups);
     } else {
-        let parts = g.c_in.min(4 * workers);
-        par.run(parts, &|_, i| fill(share(g.c_in, parts, i)));
+        let parts = groups.min(4 * workers);
+        par.run(parts, &|_, i| fill(share(groups, parts, i)));
     }
     let blocks = pack.blocks(g.c_out);
     let tiles = pack.tiles;

@@ -9,6 +9,17 @@ use crate::kernels::ConvGeom;
 /// Input columns one row-buffer pass covers.
 const SPAN: usize = 512;
 
+/// `v` if it is greater than `best`, else `best`: the reference's comparison, written as a select (not a
+/// conditional store) so that the loops below vectorize to max instructions.
+#[inline(always)]
+fn vmax<T: Copy + PartialOrd>(best: T, v: T) -> T {
+    if v > best {
+        v
+    } else {
+        best
+    }
+}
+
 #[inline(always)]
 fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T]) {
     let reach = (g.kw - 1) * g.dil_w + 1;
@@ -17,6 +28,10 @@ fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T
     }
     // Output columns per pass, so that their input columns fit the buffer.
     let per_pass = (SPAN - reach) / g.stride_w + 1;
+    // Output columns whose whole window lies inside the input: no per-tap checks there.
+    let first_inside = g.pad_l.div_ceil(g.stride_w).min(g.w_out);
+    let end_inside = if g.w_in + g.pad_l >= reach { (g.w_in + g.pad_l - reach) / g.stride_w + 1 } else { 0 };
+    let end_inside = end_inside.clamp(first_inside, g.w_out);
     let mut row = [min; SPAN];
     for nc in 0..g.n * g.c_in {
         let xc = &x[nc * g.h_in * g.w_in..][..g.h_in * g.w_in];
@@ -32,33 +47,32 @@ fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T
                 for ky in 0..g.kh {
                     let Some(iy) = g.in_y(oy, ky) else { continue };
                     for (b, &v) in buf.iter_mut().zip(&xc[iy * g.w_in + lo..iy * g.w_in + hi]) {
-                        if v > *b {
-                            *b = v;
-                        }
+                        *b = vmax(*b, v);
                     }
                 }
-                for (ox, out) in (ox0..ox1).zip(&mut yr[ox0..ox1]) {
+                let (in0, in1) = (first_inside.clamp(ox0, ox1), end_inside.clamp(ox0, ox1));
+                for ox in (ox0..in0).chain(in1..ox1) {
                     let mut best = min;
-                    let start = ox * g.stride_w;
-                    if start >= g.pad_l && start - g.pad_l + reach <= g.w_in {
-                        // Interior window: every tap is inside, no per-tap checks.
-                        let base = start - g.pad_l - lo;
-                        for kx in 0..g.kw {
-                            let v = buf[base + kx * g.dil_w];
-                            if v > best {
-                                best = v;
-                            }
-                        }
-                    } else {
-                        for kx in 0..g.kw {
-                            let Some(ix) = g.in_x(ox, kx) else { continue };
-                            let v = buf[ix - lo];
-                            if v > best {
-                                best = v;
-                            }
+                    for kx in 0..g.kw {
+                        if let Some(ix) = g.in_x(ox, kx) {
+                            best = vmax(best, buf[ix - lo]);
                         }
                     }
-                    *out = best;
+                    yr[ox] = best;
+                }
+                // Interior windows, branch free. The buffer holds no NaN (they never win above), so starting
+                // from the first tap equals the reference's start from `min`.
+                let taps = |ox: usize| ox * g.stride_w - g.pad_l - lo;
+                if g.kw == 3 && g.dil_w == 1 && g.stride_w == 2 {
+                    for (ox, out) in (in0..in1).zip(&mut yr[in0..in1]) {
+                        let b = &buf[taps(ox)..][..3];
+                        *out = vmax(vmax(b[0], b[1]), b[2]);
+                    }
+                } else {
+                    for (ox, out) in (in0..in1).zip(&mut yr[in0..in1]) {
+                        let base = taps(ox);
+                        *out = (1..g.kw).fold(buf[base], |best, kx| vmax(best, buf[base + kx * g.dil_w]));
+                    }
                 }
             }
         }
