@@ -2,6 +2,11 @@
 //! x one tile of grid positions (32 for AVX-512: 16 accumulators, two vectors per row; 16 for AVX2, in
 //! two halves of 4 rows to fit 16 ymm registers). Bias starts the sums; residual and clamp are applied
 //! to the real lanes before the store.
+//!
+//! Small outputs (7, 14 or 28 columns: ResNet stages 2-4 at 224x224) waste a tile's padding lanes, up to
+//! a quarter of them at 7x7, so AVX-512 turns the tile around there ("row" kernel): output channels in the
+//! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
+//! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
 use super::{drive, lanes, split_scratch, supports, Shared};
 use crate::kernels::packed::{fill_planes, ConvPack, Parallel};
@@ -13,7 +18,7 @@ use core::arch::x86_64::*;
 pub const F32_CONV_AVX512: F32Conv = F32Conv {
     supports,
     pack: pack_avx512,
-    run: |g, pack, p, x, r, y, s, par| run(tile_avx512, g, pack, x, r, p.clamp, y, s, par),
+    run: |g, pack, p, x, r, y, s, par| run(|c, t, b| tile_avx512(c, t, b), g, pack, x, r, p.clamp, y, s, par),
 };
 /// AVX2 + FMA f32 convolution (tier `avx2`).
 pub const F32_CONV_AVX2: F32Conv = F32Conv {
@@ -31,7 +36,33 @@ fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
 }
 
 fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
-    pack(g, p, 32)
+    let Some((w, s)) = row_shape(g) else { return pack(g, p, 32) };
+    let mut pack = ConvPack::new(g, ROW_MR, 16, 1, 4);
+    pack.pack_f32(g.c_out, p.weight, p.bias);
+    pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
+    pack.chunks.clear();
+    pack
+}
+
+/// Output channels per task of the row kernel.
+const ROW_MR: usize = 32;
+
+/// The row kernel's (positions per run, runs per task) for outputs it suits; None: the grid tile kernel.
+fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
+    match g.w_out {
+        7 => Some((7, 2)),
+        14 | 28 => Some((14, 1)),
+        _ => None,
+    }
+}
+
+fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
+    // SAFETY: (all three) the registry lists this kernel under the avx512 tier; pack_avx512 chose the layout.
+    match (c.pack.mr, c.w_out) {
+        (ROW_MR, 7) => unsafe { rows_avx512::<7, 2>(c, t, blk) },
+        (ROW_MR, _) => unsafe { rows_avx512::<14, 1>(c, t, blk) },
+        _ => unsafe { grid_avx512(c, t, blk) },
+    }
 }
 
 fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
@@ -48,6 +79,9 @@ struct Ctx<'p> {
     hi: f32,
     m: usize,
     hw: usize,
+    /// Output columns and grid row length.
+    w_out: usize,
+    wg: usize,
 }
 
 type TileFn = unsafe fn(&Ctx<'_>, usize, usize);
@@ -80,6 +114,8 @@ fn run(
             hi,
             m: g.c_out,
             hw,
+            w_out: g.w_out,
+            wg: pl.wg,
         };
         let fill = |ch: core::ops::Range<usize>| {
             // SAFETY: workers fill disjoint channel ranges of the planes region, which split_scratch sized.
@@ -99,7 +135,7 @@ fn run(
 /// # Safety
 /// The CPU has AVX-512F; `t` < tiles, `blk` < blocks; the planes of the current image are filled.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
+unsafe fn grid_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -144,6 +180,90 @@ unsafe fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
                     val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().add(at)));
                 }
                 _mm512_mask_storeu_ps(c.y.get().add(at), keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
+            }
+        }
+    }
+}
+
+/// Row kernel task: 32 output channels x `S` runs of `W` positions (`W · S` <= 14: 28 accumulators).
+///
+/// # Safety
+/// The CPU has AVX-512F; the pack is the row layout for this `W` (`row_shape`); `t` < tiles, `blk` < blocks;
+/// the planes of the current image are filled.
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk: usize) {
+    let p = c.pack;
+    let per_row = c.w_out / W;
+    let runs = c.hw / W;
+    // Run i starts at grid position / output index; a task past the last run repeats it and stores nothing.
+    let start = |i: usize| {
+        let (oy, ox) = (i / per_row, i % per_row * W);
+        (oy * c.wg + ox, oy * c.w_out + ox)
+    };
+    let first = t * S;
+    let mut acc = [[_mm512_setzero_ps(); 2]; 14];
+    let oc0 = blk * ROW_MR;
+    let live = |v: usize| -> __mmask16 {
+        let n = c.m.saturating_sub(oc0 + 16 * v).min(16);
+        ((1u32 << n) - 1) as u16
+    };
+    // SAFETY: the bias has m entries (masked loads stay inside); grid positions of real runs plus offsets
+    // stay inside the planes (ConvPack::new); the block has kp * 32 weights.
+    unsafe {
+        for v in 0..2 {
+            let b = _mm512_maskz_loadu_ps(live(v), p.bf.as_ptr().add(oc0 + 16 * v));
+            for a in acc.iter_mut().take(W * S) {
+                a[v] = b;
+            }
+        }
+        let mut base = [c.planes.get() as *const f32; S];
+        for (r, b) in base.iter_mut().enumerate() {
+            *b = b.add(start((first + r).min(runs - 1)).0);
+        }
+        let w = p.wf.as_ptr().add(blk * p.kp * ROW_MR);
+        for k in 0..p.kp {
+            let off = *p.offsets.get_unchecked(k) as usize;
+            let (w0, w1) = (_mm512_loadu_ps(w.add(k * ROW_MR)), _mm512_loadu_ps(w.add(k * ROW_MR + 16)));
+            for r in 0..S {
+                let src = base[r].add(off);
+                for j in 0..W {
+                    let x = _mm512_set1_ps(*src.add(j));
+                    let a = &mut acc[r * W + j];
+                    a[0] = _mm512_fmadd_ps(w0, x, a[0]);
+                    a[1] = _mm512_fmadd_ps(w1, x, a[1]);
+                }
+            }
+        }
+    }
+    let (lo, hi) = (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi));
+    // Lane l of a vector is channel oc0 + 16v + l: hw elements apart in the output.
+    let stride = _mm512_mullo_epi32(
+        _mm512_set1_epi32(c.hw as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
+    for r in 0..S {
+        if first + r >= runs {
+            break;
+        }
+        let out = start(first + r).1;
+        for j in 0..W {
+            for v in 0..2 {
+                let (mask, at) = (live(v), (oc0 + 16 * v) * c.hw + out + j);
+                let mut val = acc[r * W + j][v];
+                // SAFETY: the live lanes address channels < m at a real position of this image.
+                unsafe {
+                    if let Some(res) = c.res {
+                        let rv = _mm512_mask_i32gather_ps::<4>(
+                            _mm512_setzero_ps(),
+                            mask,
+                            stride,
+                            res.get().add(at) as *const f32,
+                        );
+                        val = _mm512_add_ps(val, rv);
+                    }
+                    let val = _mm512_min_ps(_mm512_max_ps(val, lo), hi);
+                    _mm512_mask_i32scatter_ps::<4>(c.y.get().add(at), mask, stride, val);
+                }
             }
         }
     }
