@@ -83,12 +83,13 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 5, (9, 11), 7, (3, 5), (1, 2), 2, (2, 0, 1, 3)),
         geom(1, 1, (1, 1), 1, (1, 1), (1, 1), 1, (0, 0, 0, 0)),
         geom(1, 4, (5, 5), 1, (5, 5), (3, 3), 1, (2, 2, 2, 2)),
-        // Outputs 7, 14 and 28 wide (the row kernels): odd row counts, channels past a 32 block, batch 2.
+        // Outputs 7, 8, 14 and 28 wide (the row kernels): odd row counts, channels past a 32 block, batch 2.
         geom(1, 5, (7, 7), 17, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(2, 8, (28, 28), 40, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
         geom(1, 12, (28, 30), 33, (3, 3), (1, 1), 1, (1, 1, 0, 0)),
         geom(1, 16, (13, 13), 64, (1, 1), (2, 2), 1, (0, 0, 0, 0)),
         geom(1, 32, (9, 9), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
+        geom(2, 16, (8, 9), 40, (3, 3), (1, 1), 1, (1, 1, 1, 0)),
     ];
     let mut rng = Rng::new(0x7135);
     for _ in 0..40 {

@@ -52,6 +52,7 @@ fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
     match g.w_out {
         7 => Some((7, 2)),
         14 | 28 => Some((14, 1)),
+        8 => Some((8, 1)),
         _ => None,
     }
 }
@@ -60,6 +61,7 @@ fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
     // SAFETY: (all three) the registry lists this kernel under the avx512 tier; pack_avx512 chose the layout.
     match (c.pack.mr, c.w_out) {
         (ROW_MR, 7) => unsafe { rows_avx512::<7, 2>(c, t, blk) },
+        (ROW_MR, 8) => unsafe { rows_avx512::<8, 1>(c, t, blk) },
         (ROW_MR, _) => unsafe { rows_avx512::<14, 1>(c, t, blk) },
         _ => unsafe { grid_avx512(c, t, blk) },
     }
@@ -185,7 +187,7 @@ unsafe fn grid_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
     }
 }
 
-/// Row kernel task: 32 output channels x `S` runs of `W` positions (`W · S` <= 14: 28 accumulators).
+/// Row kernel task: 32 output channels x `S` runs of `W` positions (`W · S` <= 14: at most 28 accumulators).
 ///
 /// # Safety
 /// The CPU has AVX-512F; the pack is the row layout for this `W` (`row_shape`); `t` < tiles, `blk` < blocks;
