@@ -8,7 +8,7 @@
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
-use super::{drive, lanes, split_scratch, supports, Shared};
+use super::{drive, lanes, live, row_shape, split_scratch, supports, Runs, Shared, ROW_MR};
 use crate::kernels::packed::{fill_planes, ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
 use crate::kernels::{ConvGeom, F32ConvParams};
@@ -42,19 +42,6 @@ fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
     pack.chunks.clear();
     pack
-}
-
-/// Output channels per task of the row kernel.
-const ROW_MR: usize = 32;
-
-/// The row kernel's (positions per run, runs per task) for outputs it suits; None: the grid tile kernel.
-fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
-    match g.w_out {
-        7 => Some((7, 2)),
-        14 | 28 => Some((14, 1)),
-        8 => Some((8, 1)),
-        _ => None,
-    }
 }
 
 fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
@@ -195,20 +182,11 @@ unsafe fn grid_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
 #[target_feature(enable = "avx512f")]
 unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk: usize) {
     let p = c.pack;
-    let per_row = c.w_out / W;
-    let runs = c.hw / W;
-    // Run i starts at grid position / output index; a task past the last run repeats it and stores nothing.
-    let start = |i: usize| {
-        let (oy, ox) = (i / per_row, i % per_row * W);
-        (oy * c.wg + ox, oy * c.w_out + ox)
-    };
+    let runs = Runs::new(W, c.hw, c.w_out, c.wg);
     let first = t * S;
     let mut acc = [[_mm512_setzero_ps(); 2]; 14];
     let oc0 = blk * ROW_MR;
-    let live = |v: usize| -> __mmask16 {
-        let n = c.m.saturating_sub(oc0 + 16 * v).min(16);
-        ((1u32 << n) - 1) as u16
-    };
+    let live = |v: usize| live(c.m, oc0 + 16 * v);
     // SAFETY: the bias has m entries (masked loads stay inside); grid positions of real runs plus offsets
     // stay inside the planes (ConvPack::new); the block has kp * 32 weights.
     unsafe {
@@ -220,7 +198,7 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
         }
         let mut base = [c.planes.get() as *const f32; S];
         for (r, b) in base.iter_mut().enumerate() {
-            *b = b.add(start((first + r).min(runs - 1)).0);
+            *b = b.add(runs.start(first + r).0);
         }
         let w = p.wf.as_ptr().add(blk * p.kp * ROW_MR);
         for k in 0..p.kp {
@@ -244,10 +222,10 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
         _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
     );
     for r in 0..S {
-        if first + r >= runs {
+        if first + r >= runs.count {
             break;
         }
-        let out = start(first + r).1;
+        let out = runs.start(first + r).1;
         for j in 0..W {
             for v in 0..2 {
                 let (mask, at) = (live(v), (oc0 + 16 * v) * c.hw + out + j);

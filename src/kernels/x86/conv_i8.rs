@@ -12,7 +12,7 @@
 //! - AVX2: input `[kp/2][16][2]` as i16 and weights `[m/8][kp/2][8][2]` as i16; `vpmaddwd` gives exact
 //!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the scalar spec code.
 
-use super::{drive, lanes, panel_stride, split_scratch, supports, Shared};
+use super::{drive, lanes, live, panel_stride, row_shape, split_scratch, supports, Runs, Shared, ROW_MR};
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams};
@@ -24,8 +24,11 @@ pub const QS8_CONV_VNNI: QConv = QConv {
     supports,
     pack: pack_vnni,
     run: |g, pack, p, x, r, y, s, par| {
-        let kernels: (TileFn, BlockFn) = match pack.planes.map_or(1, |p| p.cgroup) {
-            1 => (panel_vnni, block_vnni::<false>),
+        let kernels: (TileFn, BlockFn) = match (pack.mr, g.w_out, pack.planes.map_or(1, |p| p.cgroup)) {
+            (ROW_MR, 7, _) => (|_, _, _| {}, rows_vnni::<7, 2>),
+            (ROW_MR, 8, _) => (|_, _, _| {}, rows_vnni::<8, 1>),
+            (ROW_MR, _, _) => (|_, _, _| {}, rows_vnni::<14, 1>),
+            (_, _, 1) => (panel_vnni, block_vnni::<false>),
             _ => (|_, _, _| {}, block_vnni::<true>),
         };
         run(kernels, g, pack, p, x, r, y, s, par)
@@ -41,6 +44,13 @@ pub const QS8_CONV_AVX2: QConv = QConv {
 const MR: usize = 8;
 
 fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    if let (true, Some((w, s))) = (g.c_in.is_multiple_of(4), row_shape(g)) {
+        let mut pack = ConvPack::interleaved(g, ROW_MR, 16, 4);
+        pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
+        pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
+        pack.chunks.clear();
+        return pack;
+    }
     if g.c_in.is_multiple_of(4) {
         let mut pack = ConvPack::interleaved(g, MR, 32, 4);
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
@@ -69,6 +79,9 @@ struct Ctx<'p> {
     res: Option<Shared<i8>>,
     m: usize,
     hw: usize,
+    /// Output columns and grid row length.
+    w_out: usize,
+    wg: usize,
 }
 
 type TileFn = unsafe fn(&Ctx<'_>, usize, usize);
@@ -103,6 +116,8 @@ fn run(
             res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut i8)),
             m: g.c_out,
             hw,
+            w_out: g.w_out,
+            wg: pl.wg,
         };
         let fill = |ch: core::ops::Range<usize>| {
             // SAFETY: workers fill disjoint channel ranges of the planes region, which split_scratch sized.
@@ -274,6 +289,118 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
             let out = _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32));
             // SAFETY: as above.
             unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, _mm512_cvtepi32_epi8(out)) };
+        }
+    }
+}
+
+/// Row kernel task (narrow outputs, [`row_shape`]): 32 output channels in the lanes x `S` runs of `W`
+/// positions, each position's 4 interleaved input channels broadcast from the planes. The epilogue is the
+/// grid kernel's with per-lane multipliers and shifts; each position's 32 results are then written out
+/// channel by channel.
+///
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI available; the pack is the row layout for this `W`; `t` < tiles, `blk` < blocks;
+/// the interleaved planes of the current image are filled.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
+    let p = c.pack;
+    let runs = Runs::new(W, c.hw, c.w_out, c.wg);
+    let first = t * S;
+    let oc0 = blk * ROW_MR;
+    let live = |v: usize| live(c.m, oc0 + 16 * v);
+    let mut acc = [[_mm512_setzero_si512(); 2]; 14];
+    // SAFETY: the bias has m entries (masked loads stay inside); real grid positions plus offsets stay
+    // inside the planes (ConvPack::interleaved); the block has kp * 32 weights.
+    unsafe {
+        for v in 0..2 {
+            let b = _mm512_maskz_loadu_epi32(live(v), p.bq.as_ptr().add(oc0 + 16 * v));
+            for a in acc.iter_mut().take(W * S) {
+                a[v] = b;
+            }
+        }
+        let mut base = [c.planes.get() as *const u8; S];
+        for (r, b) in base.iter_mut().enumerate() {
+            *b = b.add(runs.start(first + r).0 * 4);
+        }
+        let wt = p.wq.as_ptr().add(blk * p.kp * ROW_MR);
+        for e in 0..p.kp / 4 {
+            let off = *p.offsets.get_unchecked(e) as usize;
+            let w0 = _mm512_loadu_si512(wt.add(e * 128) as *const _);
+            let w1 = _mm512_loadu_si512(wt.add(e * 128 + 64) as *const _);
+            for r in 0..S {
+                let src = base[r].add(off);
+                for j in 0..W {
+                    let x = _mm512_set1_epi32((src.add(4 * j) as *const i32).read_unaligned());
+                    let a = &mut acc[r * W + j];
+                    a[0] = _mm512_dpbusd_epi32(a[0], x, w0);
+                    a[1] = _mm512_dpbusd_epi32(a[1], x, w1);
+                }
+            }
+        }
+    }
+    // Per-lane requantization constants: multiplier (i32 lanes), and shift / rounding term as i64 lanes
+    // for the even and the odd channels.
+    let rq = &c.p.requant;
+    let mut consts = [(_mm512_setzero_si512(), [_mm512_setzero_si512(); 4]); 2];
+    for (v, k) in consts.iter_mut().enumerate() {
+        let (mut mv, mut sv) = ([0i32; 16], [1i32; 16]);
+        for l in 0..16 {
+            if oc0 + 16 * v + l < c.m {
+                (mv[l], sv[l]) = rq.channel(oc0 + 16 * v + l);
+            }
+        }
+        // SAFETY: 16 i32 each.
+        let (mv, sv) = unsafe { (_mm512_loadu_si512(mv.as_ptr() as *const _), _mm512_loadu_si512(sv.as_ptr() as *const _)) };
+        let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
+        let one = _mm512_set1_epi64(1);
+        let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
+        *k = (mv, [se, so, rnd(se), rnd(so)]);
+    }
+    let zp = _mm512_set1_epi64(rq.zero_point as i64);
+    let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
+    let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
+    // Lane l is channel oc0 + 16v + l: hw bytes apart in the output.
+    let stride = _mm512_mullo_epi32(_mm512_set1_epi32(c.hw as i32), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    for r in 0..S {
+        if first + r >= runs.count {
+            break;
+        }
+        let out = runs.start(first + r).1;
+        let mut bytes = [[0i8; ROW_MR]; 14];
+        for (j, row) in bytes.iter_mut().enumerate().take(W) {
+            for (v, &(mv, [se, so, re, ro])) in consts.iter().enumerate() {
+                let a = acc[r * W + j][v];
+                let e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, mv), re), se);
+                let oa = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mv, 32));
+                let o = _mm512_srav_epi64(_mm512_add_epi64(oa, ro), so);
+                let (mut e, mut o) = (e, o);
+                if let (Some(res), Some(rr)) = (c.res, c.p.residual) {
+                    // Gather each channel's residual byte as the top (or, near a row start, the bottom) byte of
+                    // a dword that stays inside that channel's hw >= 7 bytes.
+                    let at = (oc0 + 16 * v) * c.hw + out + j;
+                    let back = (out + j).min(3);
+                    // SAFETY: the live lanes read bytes at - back .. at - back + 4 of live channels.
+                    let g = unsafe {
+                        _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), live(v), stride, res.get().add(at - back) as *const i32)
+                    };
+                    let sh = _mm_cvtsi32_si128(8 * (3 - back as i32));
+                    let rv = _mm512_sra_epi32(_mm512_sll_epi32(g, sh), _mm_cvtsi32_si128(24));
+                    let rv = _mm512_sub_epi32(rv, _mm512_set1_epi32(rr.zero_point));
+                    let (re2, ro2) = requant64(rv, rr.multiplier, rr.shift);
+                    e = _mm512_add_epi64(sat32(e), sat32(re2));
+                    o = _mm512_add_epi64(sat32(o), sat32(ro2));
+                }
+                let v32 = _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32));
+                // SAFETY: 16 bytes of this position's row.
+                unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, _mm512_cvtepi32_epi8(v32)) };
+            }
+        }
+        for l in 0..ROW_MR.min(c.m - oc0) {
+            let dst = (oc0 + l) * c.hw + out;
+            for (j, row) in bytes.iter().enumerate().take(W) {
+                // SAFETY: channel oc0 + l < m, output index out + j of a real run.
+                unsafe { *c.y.get().add(dst + j) = row[l] };
+            }
         }
     }
 }

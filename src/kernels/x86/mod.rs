@@ -91,3 +91,44 @@ pub(crate) fn panel_stride(pack: &ConvPack) -> usize {
 pub(crate) fn lanes(mask: u16) -> impl Iterator<Item = usize> {
     (0..16).filter(move |i| mask >> i & 1 == 1)
 }
+
+/// Output channels per task of the row kernels (channels in the lanes, two vectors).
+pub(crate) const ROW_MR: usize = 32;
+
+/// The row kernels' (positions per run, runs per task) for outputs they suit: narrow outputs, where the
+/// grid tiles waste many padding lanes (7 wide: 49 of 64 real). None: the grid tile kernel.
+pub(crate) fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
+    match g.w_out {
+        7 => Some((7, 2)),
+        8 => Some((8, 1)),
+        14 | 28 => Some((14, 1)),
+        _ => None,
+    }
+}
+
+/// The runs of one image for a row kernel: `W` consecutive outputs of one row each.
+pub(crate) struct Runs {
+    per_row: usize,
+    pub count: usize,
+    w: usize,
+    wg: usize,
+    w_out: usize,
+}
+
+impl Runs {
+    pub fn new(w: usize, hw: usize, w_out: usize, wg: usize) -> Runs {
+        Runs { per_row: w_out / w, count: hw / w, w, wg, w_out }
+    }
+    /// Grid position and output index of run `i`'s first output (past the last run: the last run's).
+    pub fn start(&self, i: usize) -> (usize, usize) {
+        let i = i.min(self.count - 1);
+        let (oy, ox) = (i / self.per_row, i % self.per_row * self.w);
+        (oy * self.wg + ox, oy * self.w_out + ox)
+    }
+}
+
+/// Lane mask of the channels below `m` in the 16 from `oc`.
+#[inline(always)]
+pub(crate) fn live(m: usize, oc: usize) -> u16 {
+    ((1u32 << m.saturating_sub(oc).min(16)) - 1) as u16
+}
