@@ -350,7 +350,8 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: u
             }
         }
         // SAFETY: 16 i32 each.
-        let (mv, sv) = unsafe { (_mm512_loadu_si512(mv.as_ptr() as *const _), _mm512_loadu_si512(sv.as_ptr() as *const _)) };
+        let (mv, sv) =
+            unsafe { (_mm512_loadu_si512(mv.as_ptr() as *const _), _mm512_loadu_si512(sv.as_ptr() as *const _)) };
         let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
         let one = _mm512_set1_epi64(1);
         let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
@@ -360,7 +361,10 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: u
     let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
     let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
     // Lane l is channel oc0 + 16v + l: hw bytes apart in the output.
-    let stride = _mm512_mullo_epi32(_mm512_set1_epi32(c.hw as i32), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    let stride = _mm512_mullo_epi32(
+        _mm512_set1_epi32(c.hw as i32),
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+    );
     for r in 0..S {
         if first + r >= runs.count {
             break;
@@ -381,7 +385,12 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: u
                     let back = (out + j).min(3);
                     // SAFETY: the live lanes read bytes at - back .. at - back + 4 of live channels.
                     let g = unsafe {
-                        _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), live(v), stride, res.get().add(at - back) as *const i32)
+                        _mm512_mask_i32gather_epi32::<1>(
+                            _mm512_setzero_si512(),
+                            live(v),
+                            stride,
+                            res.get().add(at - back) as *const i32,
+                        )
                     };
                     let sh = _mm_cvtsi32_si128(8 * (3 - back as i32));
                     let rv = _mm512_sra_epi32(_mm512_sll_epi32(g, sh), _mm_cvtsi32_si128(24));

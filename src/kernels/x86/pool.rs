@@ -5,6 +5,7 @@
 
 use crate::kernels::generic;
 use crate::kernels::ConvGeom;
+use core::arch::x86_64::*;
 
 /// Input columns one row-buffer pass covers.
 const SPAN: usize = 512;
@@ -20,8 +21,75 @@ fn vmax<T: Copy + PartialOrd>(best: T, v: T) -> T {
     }
 }
 
+/// `out[i] = max(b[2i], b[2i + 1], b[2i + 2])`: the interior of a 3-wide stride-2 row, portable version.
 #[inline(always)]
-fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T]) {
+fn max3s2<T: Copy + PartialOrd>(b: &[T], out: &mut [T]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = vmax(vmax(b[2 * i], b[2 * i + 1]), b[2 * i + 2]);
+    }
+}
+
+/// [`max3s2`] for int8, 16 outputs per step: byte pairs as i16 lanes give the even and odd taps.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn max3s2_i8(b: &[i8], out: &mut [i8]) {
+    let mut i = 0;
+    // A step reads b[2i .. 2i + 34].
+    while i + 16 <= out.len() && 2 * i + 34 <= b.len() {
+        // SAFETY: the loads stay inside b (checked above), the store inside out.
+        unsafe {
+            let v = _mm256_loadu_si256(b.as_ptr().add(2 * i) as *const __m256i);
+            let next = _mm256_loadu_si256(b.as_ptr().add(2 * i + 2) as *const __m256i);
+            let even = |v: __m256i| _mm256_srai_epi16(_mm256_slli_epi16(v, 8), 8);
+            let m = _mm256_max_epi16(_mm256_max_epi16(even(v), _mm256_srai_epi16(v, 8)), even(next));
+            let packed = _mm256_permute4x64_epi64(_mm256_packs_epi16(m, m), 0b1000);
+            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, _mm256_castsi256_si128(packed));
+        }
+        i += 16;
+    }
+    max3s2(&b[2 * i..], &mut out[i..]);
+}
+
+/// `acc[i] = max(acc[i], row[i])`, portable version.
+#[inline(always)]
+fn max_into<T: Copy + PartialOrd>(acc: &mut [T], row: &[T]) {
+    for (b, &v) in acc.iter_mut().zip(row) {
+        *b = vmax(*b, v);
+    }
+}
+
+/// [`max_into`] for int8, 32 bytes per step.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn max_into_i8(acc: &mut [i8], row: &[i8]) {
+    let n = acc.len().min(row.len());
+    let mut i = 0;
+    while i + 32 <= n {
+        // SAFETY: i + 32 <= both lengths.
+        unsafe {
+            let a = acc.as_mut_ptr().add(i) as *mut __m256i;
+            let v = _mm256_loadu_si256(row.as_ptr().add(i) as *const __m256i);
+            _mm256_storeu_si256(a, _mm256_max_epi8(_mm256_loadu_si256(a), v));
+        }
+        i += 32;
+    }
+    max_into(&mut acc[i..n], &row[i..n]);
+}
+
+/// The separable max pool; `max_into` and `row3s2` are [`max_into`] and [`max3s2`] or faster equivalents.
+#[inline(always)]
+fn max_pool_rows<T: Copy + PartialOrd>(
+    g: &ConvGeom,
+    x: &[T],
+    min: T,
+    y: &mut [T],
+    max_into: impl Fn(&mut [T], &[T]),
+    row3s2: impl Fn(&[T], &mut [T]),
+) {
     let reach = (g.kw - 1) * g.dil_w + 1;
     if reach + g.stride_w > SPAN {
         return generic::max_pool(g, x, min, y);
@@ -46,9 +114,7 @@ fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T
                 buf.fill(min);
                 for ky in 0..g.kh {
                     let Some(iy) = g.in_y(oy, ky) else { continue };
-                    for (b, &v) in buf.iter_mut().zip(&xc[iy * g.w_in + lo..iy * g.w_in + hi]) {
-                        *b = vmax(*b, v);
-                    }
+                    max_into(buf, &xc[iy * g.w_in + lo..iy * g.w_in + hi]);
                 }
                 let (in0, in1) = (first_inside.clamp(ox0, ox1), end_inside.clamp(ox0, ox1));
                 for ox in (ox0..in0).chain(in1..ox1) {
@@ -64,9 +130,8 @@ fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T
                 // from the first tap equals the reference's start from `min`.
                 let taps = |ox: usize| ox * g.stride_w - g.pad_l - lo;
                 if g.kw == 3 && g.dil_w == 1 && g.stride_w == 2 {
-                    for (ox, out) in (in0..in1).zip(&mut yr[in0..in1]) {
-                        let b = &buf[taps(ox)..][..3];
-                        *out = vmax(vmax(b[0], b[1]), b[2]);
+                    if in0 < in1 {
+                        row3s2(&buf[taps(in0)..], &mut yr[in0..in1]);
                     }
                 } else {
                     for (ox, out) in (in0..in1).zip(&mut yr[in0..in1]) {
@@ -83,14 +148,15 @@ fn max_pool_rows<T: Copy + PartialOrd>(g: &ConvGeom, x: &[T], min: T, y: &mut [T
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn f32_avx2(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
-    max_pool_rows(g, x, f32::NEG_INFINITY, y)
+    max_pool_rows(g, x, f32::NEG_INFINITY, y, max_into, max3s2)
 }
 
 /// # Safety
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 unsafe fn qs8_avx2(g: &ConvGeom, x: &[i8], y: &mut [i8]) {
-    max_pool_rows(g, x, i8::MIN, y)
+    // SAFETY: this function's own target features.
+    max_pool_rows(g, x, i8::MIN, y, |a, r| unsafe { max_into_i8(a, r) }, |b, out| unsafe { max3s2_i8(b, out) })
 }
 
 /// f32 max pooling (tier `avx2`; listed only for CPUs that have it).
