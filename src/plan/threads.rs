@@ -40,6 +40,9 @@ struct Shared {
     panicked: AtomicBool,
     /// Workers that have started running (thread start-up allocates; [`Pool::new`] waits for it).
     started: AtomicUsize,
+    /// Workers parked on `wake` (changed under `slot`'s lock): a job start only notifies when there are
+    /// some, since a notification is a system call even with no waiter, a real cost on microsecond layers.
+    parked: AtomicUsize,
 }
 
 /// A fixed set of worker threads.
@@ -69,6 +72,7 @@ impl Pool {
             stop: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             started: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
         });
         let handles = (1..threads.max(1))
             .map(|w| {
@@ -132,7 +136,10 @@ fn worker(s: &Shared, index: usize) {
             } else {
                 let guard = s.slot.lock().unwrap_or_else(|e| e.into_inner());
                 if current(s) == seen && !s.stop.load(Ordering::Acquire) {
-                    drop(s.wake.wait(guard));
+                    s.parked.fetch_add(1, Ordering::AcqRel);
+                    let guard = s.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    s.parked.fetch_sub(1, Ordering::AcqRel);
+                    drop(guard);
                 }
             }
         }
@@ -168,7 +175,9 @@ impl Parallel for Pool {
             let mut guard = s.slot.lock().unwrap_or_else(|e| e.into_inner());
             *guard = Some(slot);
             s.next.store(epoch << 32, Ordering::Release);
-            s.wake.notify_all();
+            if s.parked.load(Ordering::Acquire) > 0 {
+                s.wake.notify_all();
+            }
         }
         execute(s, slot, 0);
         let mut spins = 0;
