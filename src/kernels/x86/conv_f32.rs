@@ -18,7 +18,7 @@ use core::arch::x86_64::*;
 pub const F32_CONV_AVX512: F32Conv = F32Conv {
     supports,
     pack: pack_avx512,
-    run: |g, pack, p, x, r, y, s, par| run(|c, t, b| tile_avx512(c, t, b), g, pack, x, r, p.clamp, y, s, par),
+    run: |g, pack, p, x, r, y, s, par| run(tile_avx512, g, pack, x, r, p.clamp, y, s, par),
 };
 /// AVX2 + FMA f32 convolution (tier `avx2`).
 pub const F32_CONV_AVX2: F32Conv = F32Conv {
@@ -227,9 +227,9 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
         }
         let out = runs.start(first + r).1;
         for j in 0..W {
-            for v in 0..2 {
+            for (v, &sums) in acc[r * W + j].iter().enumerate() {
                 let (mask, at) = (live(v), (oc0 + 16 * v) * c.hw + out + j);
-                let mut val = acc[r * W + j][v];
+                let mut val = sums;
                 // SAFETY: the live lanes address channels < m at a real position of this image.
                 unsafe {
                     if let Some(res) = c.res {

@@ -191,7 +191,7 @@ unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8)
         let mask = (((1u32 << len) - 1) & 0xffff) as u16;
         // SAFETY: masked loads read only the `len` real values of each row (masked lanes never fault).
         let ld = |j: usize| match src[j] {
-            Some(s) => unsafe { _mm_xor_si128(_mm_maskz_loadu_epi8(mask, s.as_ptr().add(i) as *const i8), flip) },
+            Some(s) => unsafe { _mm_xor_si128(_mm_maskz_loadu_epi8(mask, s.as_ptr().add(i)), flip) },
             None => padv,
         };
         let (r0, r1, r2, r3) = (ld(0), ld(1), ld(2), ld(3));
