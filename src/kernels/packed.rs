@@ -363,14 +363,14 @@ pub fn fill_planes_with<T: Copy, U: Copy>(
                 // Plane column j reads input column j·sw + b - pad_l: the valid ones are a contiguous range.
                 let first = (g.pad_l.saturating_sub(b)).div_ceil(p.sw).min(p.wg);
                 let end = ((g.w_in + g.pad_l).saturating_sub(b)).div_ceil(p.sw).clamp(first, p.wg);
+                let row_of = |r: usize| (r * p.sh + a).checked_sub(g.pad_t).filter(|&y| y < g.h_in);
+                // Padding first, in one pass over the plane (per-row fills of one or two elements cost more
+                // than the copy on small layers); the rows' valid columns are overwritten below.
+                if first > 0 || end < p.wg || row_of(0).is_none() || row_of(p.hg - 1).is_none() {
+                    dst.fill(pad);
+                }
                 for (r, dst_row) in dst.chunks_exact_mut(p.wg * cg).enumerate() {
-                    let iy = (r * p.sh + a).checked_sub(g.pad_t).filter(|&y| y < g.h_in);
-                    let Some(iy) = iy else {
-                        dst_row.fill(pad);
-                        continue;
-                    };
-                    dst_row[..first * cg].fill(pad);
-                    dst_row[end * cg..].fill(pad);
+                    let Some(iy) = row_of(r) else { continue };
                     if first == end {
                         // A phase column with no input column in it (stride wider than the padded row).
                         continue;
