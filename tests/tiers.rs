@@ -90,6 +90,13 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 16, (13, 13), 64, (1, 1), (2, 2), 1, (0, 0, 0, 0)),
         geom(1, 32, (9, 9), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
         geom(2, 16, (8, 9), 40, (3, 3), (1, 1), 1, (1, 1, 1, 0)),
+        // 3x3 stride 1 with >= 28x28 outputs (Winograd on AVX-512): odd output sizes (one-column and one-row
+        // tiles), channel blocks past 8 and 32, asymmetric and no padding, batch 2, the largest channels.
+        geom(1, 8, (28, 28), 17, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(2, 13, (29, 31), 33, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 64, (30, 27), 40, (3, 3), (1, 1), 1, (0, 1, 2, 2)),
+        geom(1, 9, (33, 33), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
+        geom(1, 256, (28, 28), 70, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];
     let mut rng = Rng::new(0x7135);
     for _ in 0..40 {

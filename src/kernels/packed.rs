@@ -134,6 +134,9 @@ pub struct ConvPack {
     pub panel_bytes: usize,
     /// Bytes per plane element (4 for f32, 1 for int8).
     pub elem: usize,
+    /// `wf` holds Winograd F(2x2, 3x3) weight transforms and the planes are those of the tile grid
+    /// (x86 AVX-512 f32, `x86::winograd`).
+    pub winograd: bool,
 }
 
 impl ConvPack {

@@ -8,8 +8,8 @@
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
-use super::{drive, lanes, live, row_shape, split_scratch, supports, Runs, Shared, ROW_MR};
-use crate::kernels::packed::{fill_planes, ConvPack, Parallel};
+use super::{drive, lanes, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
+use crate::kernels::packed::{fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
 use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::x86_64::*;
@@ -18,13 +18,17 @@ use core::arch::x86_64::*;
 pub const F32_CONV_AVX512: F32Conv = F32Conv {
     supports,
     pack: pack_avx512,
-    run: |g, pack, p, x, r, y, s, par| run(tile_avx512, g, pack, x, r, p.clamp, y, s, par),
+    run: |g, pack, p, x, r, y, s, par| {
+        let (prep, task): (PrepFn, TaskFn) =
+            if pack.winograd { (winograd::input_tile, winograd::task) } else { (no_prep, tile_avx512) };
+        run((prep, task, copy_row_avx512), g, pack, x, r, p.clamp, y, s, par)
+    },
 };
 /// AVX2 + FMA f32 convolution (tier `avx2`).
 pub const F32_CONV_AVX2: F32Conv = F32Conv {
     supports,
     pack: pack_avx2,
-    run: |g, pack, p, x, r, y, s, par| run(tile_avx2, g, pack, x, r, p.clamp, y, s, par),
+    run: |g, pack, p, x, r, y, s, par| run((no_prep, tile_avx2, copy_row), g, pack, x, r, p.clamp, y, s, par),
 };
 
 const MR: usize = 8;
@@ -36,6 +40,9 @@ fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
 }
 
 fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
+    if winograd::suits(g) {
+        return winograd::pack(g, p);
+    }
     let Some((w, s)) = row_shape(g) else { return pack(g, p, 32) };
     let mut pack = ConvPack::new(g, ROW_MR, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
@@ -44,7 +51,7 @@ fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     pack
 }
 
-fn tile_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
+fn tile_avx512(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
     // SAFETY: (all three) the registry lists this kernel under the avx512 tier; pack_avx512 chose the layout.
     match (c.pack.mr, c.w_out) {
         (ROW_MR, 7) => unsafe { rows_avx512::<7, 2>(c, t, blk) },
@@ -59,25 +66,69 @@ fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
 }
 
 /// What one task needs, for one image.
-struct Ctx<'p> {
-    pack: &'p ConvPack,
-    planes: Shared<f32>,
-    y: Shared<f32>,
-    res: Option<Shared<f32>>,
-    lo: f32,
-    hi: f32,
-    m: usize,
-    hw: usize,
-    /// Output columns and grid row length.
-    w_out: usize,
-    wg: usize,
+pub(super) struct Ctx<'p> {
+    pub pack: &'p ConvPack,
+    pub planes: Shared<f32>,
+    pub panels: Shared<u8>,
+    pub y: Shared<f32>,
+    pub res: Option<Shared<f32>>,
+    pub lo: f32,
+    pub hi: f32,
+    pub m: usize,
+    pub c_in: usize,
+    pub hw: usize,
+    /// Output rows and columns, and the grid row length.
+    pub h_out: usize,
+    pub w_out: usize,
+    pub wg: usize,
 }
 
-type TileFn = unsafe fn(&Ctx<'_>, usize, usize);
+/// Runs once per tile on the worker that takes it, before that tile's tasks (`ctx, worker, tile`).
+type PrepFn = unsafe fn(&Ctx<'_>, usize, usize);
+/// One task: `ctx, worker, tile, weight block`.
+type TaskFn = unsafe fn(&Ctx<'_>, usize, usize, usize);
+
+/// Writes one plane row: `dst[i] = src[i · sw]`.
+type RowFn = unsafe fn(&mut [f32], &[f32], usize);
+
+fn no_prep(_: &Ctx<'_>, _: usize, _: usize) {}
+
+fn copy_row(dst: &mut [f32], src: &[f32], sw: usize) {
+    if sw == 1 {
+        return dst.copy_from_slice(&src[..dst.len()]);
+    }
+    for (d, &s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
+        *d = s;
+    }
+}
+
+/// [`copy_row`], with stride 2 (the phase planes of stride-2 and Winograd layers) as a vector
+/// deinterleave.
+///
+/// # Safety
+/// AVX-512F available.
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_row_avx512(dst: &mut [f32], src: &[f32], sw: usize) {
+    if sw != 2 {
+        return copy_row(dst, src, sw);
+    }
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
+    for i in (0..dst.len()).step_by(16) {
+        let left = src.len().saturating_sub(2 * i);
+        // SAFETY: the masked loads read only src's elements from 2i on, the store only dst's from i on.
+        unsafe {
+            let a = _mm512_maskz_loadu_ps(mask(left), src.as_ptr().add(2 * i));
+            let b = _mm512_maskz_loadu_ps(mask(left.saturating_sub(16)), src.as_ptr().add(2 * i + 16));
+            let v = _mm512_permutex2var_ps(a, even, b);
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask(dst.len() - i), v);
+        }
+    }
+}
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    tile: TileFn,
+    (prep, task, copy): (PrepFn, TaskFn, RowFn),
     g: &ConvGeom,
     pack: &ConvPack,
     x: &[f32],
@@ -89,20 +140,25 @@ fn run(
 ) {
     debug_assert!(scratch.len() >= pack.scratch_bytes(par.workers()));
     debug_assert!(x.len() == g.input_len() && y.len() == g.output_len());
-    let (planes, _) = split_scratch::<f32>(pack, scratch);
+    let (planes, panels) = split_scratch::<f32>(pack, scratch);
     let pl = pack.planes.expect("a packed convolution has planes");
+    // The planes are those of the geometry the pack was made for (Winograd: its tile grid).
+    let pg = if pack.winograd { winograd::tile_geom(g) } else { *g };
     let (hw_in, hw) = (g.h_in * g.w_in, g.h_out * g.w_out);
     for n in 0..g.n {
         let xn = &x[n * g.c_in * hw_in..][..g.c_in * hw_in];
         let ctx = Ctx {
             pack,
             planes,
+            panels,
             y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
             res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut f32)),
             lo,
             hi,
             m: g.c_out,
+            c_in: g.c_in,
             hw,
+            h_out: g.h_out,
             w_out: g.w_out,
             wg: pl.wg,
         };
@@ -114,10 +170,17 @@ fn run(
                     ch.len() * pl.per_channel(),
                 )
             };
-            fill_planes(g, &pl, xn, ch, |v| v, 0.0, out);
+            fill_planes_with(&pg, &pl, xn, ch, 0.0, out, |dst, src, sw| {
+                let src = src[0].expect("channel groups of one hold their channel");
+                // SAFETY: the registry lists each kernel under the tier that provides its features.
+                unsafe { copy(dst, src, sw) }
+            });
         };
-        // SAFETY: the registry lists each tile fn under the tier that provides its features.
-        drive(g, pack, true, par, &fill, &|_, _| {}, &|_, t, b| unsafe { tile(&ctx, t, b) });
+        // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
+        // touches panel w. Winograd tiles go tile-major: a tile's transformed input serves all blocks.
+        drive(&pg, pack, !pack.winograd, par, &fill, &|w, t| unsafe { prep(&ctx, w, t) }, &|w, t, b| unsafe {
+            task(&ctx, w, t, b)
+        });
     }
 }
 
@@ -252,7 +315,7 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
 /// # Safety
 /// The CPU has AVX2 and FMA; `t` < tiles, `blk` < blocks; the planes of the current image are filled.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(c: &Ctx<'_>, t: usize, blk: usize) {
+unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
     for half in 0..2 {

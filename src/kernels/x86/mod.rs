@@ -14,6 +14,7 @@ mod conv_i8;
 mod eltwise;
 mod pool;
 mod quantize;
+mod winograd;
 
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
 pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};

@@ -1,0 +1,248 @@
+//! f32 3x3 stride-1 convolution by Winograd F(2x2, 3x3) (Lavin & Gray, 2015), AVX-512: a 2x2 output tile
+//! takes 16 multiplies per channel pair instead of 36, on transformed 4x4 input tiles and weights.
+//!
+//! - Tiles: output tile (ty, tx) reads the 4x4 input window at padded (2ty, 2tx). That is a 4x4 stride-2
+//!   convolution over the tile grid ([`tile_geom`]), so its phase planes make tap (r, k) of 16 consecutive
+//!   tiles one vector load, exactly as for the direct kernels, padding included.
+//! - Per tile of 32 grid positions, the worker that takes it builds `V = Bᵀ d B` into its panel,
+//!   `[16][c][32]` ([`input_tile`]). A task (tile, 8 output channels) runs the 16 products
+//!   `M[ξ] = U[ξ] · V[ξ]` over the channels with the direct kernel's 8x32 register tile, then
+//!   `Y = Aᵀ M A`, adds bias and residual, clamps, and stores the real tiles row by row ([`task`]).
+//! - Weights `U = G g Gᵀ` are transformed once at pack time, `[m/8][16][c][8]`.
+//!
+//! Rounding differs from direct summation by a few ulps of the partial sums: within the f32 tolerance.
+
+use super::conv_f32::Ctx;
+use super::panel_stride;
+use crate::kernels::packed::{Chunk, ConvPack};
+use crate::kernels::{ConvGeom, F32ConvParams};
+use core::arch::x86_64::*;
+use std::prelude::v1::*;
+
+/// Output channels per register tile, and per task: the task runs each ξ's product for its four register
+/// tiles in turn, so `V[ξ]` is reread from L1 rather than from L2.
+const MR: usize = 8;
+const MB: usize = 32;
+/// Grid positions (tiles) per task.
+const NR: usize = 32;
+
+/// Layers worth the transforms: 3x3 stride 1 with enough channels and positions to amortize them (below
+/// 28x28 outputs the tile grid's fill and transforms cost more than they save: CIFAR's 16x16 and 8x8 stages,
+/// ResNet-18's 14x14 one), and weights small enough that their 16/9 larger transform neither strains
+/// memory nor outruns the memory bus.
+pub(super) fn suits(g: &ConvGeom) -> bool {
+    (g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w) == (3, 3, 1, 1, 1, 1)
+        && g.c_in >= 8
+        && g.h_out * g.w_out >= 28 * 28
+        && g.c_in * g.c_out <= 256 * 256
+}
+
+/// The tile grid as a 4x4 stride-2 convolution over the input: one "output" per 2x2 output tile.
+pub(super) fn tile_geom(g: &ConvGeom) -> ConvGeom {
+    ConvGeom { h_out: g.h_out.div_ceil(2), w_out: g.w_out.div_ceil(2), kh: 4, kw: 4, stride_h: 2, stride_w: 2, ..*g }
+}
+
+/// Planes and lane tables of the tile grid, weights `U = G g Gᵀ`, and per-worker panels for `V` and `M`.
+pub(super) fn pack(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
+    let mut pack = ConvPack::new(&tile_geom(g), MB, NR, 1, 4);
+    let c = g.c_in;
+    pack.wf = vec![0.0; pack.blocks(g.c_out) * 16 * c * MB];
+    for (oc, kernel) in p.weight.chunks_exact(c * 9).enumerate() {
+        for (ic, k) in kernel.chunks_exact(9).enumerate() {
+            for (xi, u) in weight_transform(k).into_iter().enumerate() {
+                pack.wf[((oc / MB * 16 + xi) * c + ic) * MB + oc % MB] = u;
+            }
+        }
+    }
+    pack.bf = p.bias.to_vec();
+    pack.panel_bytes = (16 * c * NR + 16 * MB * NR) * 4;
+    pack.winograd = true;
+    pack
+}
+
+/// `G g Gᵀ` for one 3x3 kernel (row major), in f64 and rounded once.
+fn weight_transform(k: &[f32]) -> [f32; 16] {
+    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    let mut gg = [[0f64; 3]; 4];
+    for (i, row) in gg.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = (0..3).map(|r| G[i][r] * k[r * 3 + j] as f64).sum();
+        }
+    }
+    let mut u = [0f32; 16];
+    for i in 0..4 {
+        for j in 0..4 {
+            u[i * 4 + j] = (0..3).map(|r| gg[i][r] * G[j][r]).sum::<f64>() as f32;
+        }
+    }
+    u
+}
+
+/// Worker `w`'s `V` and `M` areas.
+fn panel(c: &Ctx<'_>, w: usize) -> (*mut f32, *mut f32) {
+    // SAFETY: pack() sized each worker's panel as 16·c·NR floats of V, then 16·MB·NR of M.
+    unsafe {
+        let v = c.panels.get().add(w * panel_stride(c.pack)) as *mut f32;
+        (v, v.add(16 * c.c_in * NR))
+    }
+}
+
+/// Builds `V = Bᵀ d B` of tile `t`'s 32 grid positions, every channel, into worker `w`'s panel.
+///
+/// # Safety
+/// AVX-512F available; the pack is [`pack`]'s; the planes of the current image are filled; `w` < workers.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn input_tile(c: &Ctx<'_>, w: usize, t: usize) {
+    let (v, _) = panel(c, w);
+    let cin = c.c_in;
+    // SAFETY: ConvPack::new sized the planes so that offsets + (t + 1) · NR stays inside; V holds
+    // 16 · cin · NR floats.
+    unsafe {
+        let src = c.planes.get().add(t * NR) as *const f32;
+        for ch in 0..cin {
+            let off = c.pack.offsets.as_ptr().add(ch * 16);
+            for h in 0..NR / 16 {
+                let d = |i: usize| _mm512_loadu_ps(src.add(*off.add(i) as usize + 16 * h));
+                // Bᵀ d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3, per column k.
+                let mut bt = [[_mm512_setzero_ps(); 4]; 4];
+                for k in 0..4 {
+                    let (d0, d1, d2, d3) = (d(k), d(4 + k), d(8 + k), d(12 + k));
+                    bt[0][k] = _mm512_sub_ps(d0, d2);
+                    bt[1][k] = _mm512_add_ps(d1, d2);
+                    bt[2][k] = _mm512_sub_ps(d2, d1);
+                    bt[3][k] = _mm512_sub_ps(d1, d3);
+                }
+                // (Bᵀ d) B: the same combinations along each row.
+                for (i, r) in bt.iter().enumerate() {
+                    let vals = [
+                        _mm512_sub_ps(r[0], r[2]),
+                        _mm512_add_ps(r[1], r[2]),
+                        _mm512_sub_ps(r[2], r[1]),
+                        _mm512_sub_ps(r[1], r[3]),
+                    ];
+                    for (j, &val) in vals.iter().enumerate() {
+                        _mm512_storeu_ps(v.add(((i * 4 + j) * cin + ch) * NR + 16 * h), val);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One task: 32 output channels of tile `t` (32 grid positions), from worker `w`'s `V`.
+///
+/// # Safety
+/// AVX-512F available; the pack is [`pack`]'s; worker `w`'s panel holds tile `t`'s `V`; `blk` < blocks.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn task(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
+    let p = c.pack;
+    let cin = c.c_in;
+    let (v, m) = panel(c, w);
+    let subs = (c.m - blk * MB).min(MB).div_ceil(MR);
+    // SAFETY: the block has 16 · cin · MB weights; V and M are as panel() describes.
+    unsafe {
+        let u = p.wf.as_ptr().add(blk * 16 * cin * MB);
+        for xi in 0..16 {
+            let vx = v.add(xi * cin * NR) as *const f32;
+            for sub in 0..subs {
+                let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+                let ux = u.add(xi * cin * MB + sub * MR);
+                for ch in 0..cin {
+                    let (b0, b1) = (_mm512_loadu_ps(vx.add(ch * NR)), _mm512_loadu_ps(vx.add(ch * NR + 16)));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let a = _mm512_set1_ps(*ux.add(ch * MB + r));
+                        acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
+                        acc[1] = _mm512_fmadd_ps(a, b1, acc[1]);
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let at = (xi * MB + sub * MR + r) * NR;
+                    _mm512_storeu_ps(m.add(at), acc[0]);
+                    _mm512_storeu_ps(m.add(at + 16), acc[1]);
+                }
+            }
+        }
+    }
+    for r in 0..MB {
+        let oc = blk * MB + r;
+        if oc >= c.m {
+            break;
+        }
+        let bias = _mm512_set1_ps(p.bf[oc]);
+        for h in 0..NR / 16 {
+            let ch = p.chunks[t * NR / 16 + h];
+            if ch.mask == 0 {
+                continue;
+            }
+            // SAFETY: M holds 16 · MB · NR floats.
+            let mx = |xi: usize| unsafe { _mm512_loadu_ps(m.add((xi * MB + r) * NR + 16 * h)) };
+            // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3, per column; then the same along each row.
+            let mut s = [[_mm512_setzero_ps(); 4]; 2];
+            for j in 0..4 {
+                let (m0, m1, m2, m3) = (mx(j), mx(4 + j), mx(8 + j), mx(12 + j));
+                s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                s[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            let y = s.map(|s| {
+                [
+                    _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s[0], s[1]), s[2]), bias),
+                    _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(s[1], s[2]), s[3]), bias),
+                ]
+            });
+            // SAFETY: the chunk's real lanes are tiles of this image; oc < m.
+            unsafe { store(c, oc, ch, y) };
+        }
+    }
+}
+
+/// Stores the 2x2 outputs `y[i][j]` of one chunk's real tiles (residual added, clamped): per output row,
+/// interleave the two columns and write each run of tiles that lies in one tile row.
+///
+/// # Safety
+/// AVX-512F available; `oc` < m; `ch` is a chunk of the tile grid of the current image.
+#[target_feature(enable = "avx512f")]
+unsafe fn store(c: &Ctx<'_>, oc: usize, ch: Chunk, y: [[__m512; 2]; 2]) {
+    let n = ch.mask.count_ones() as usize;
+    let tw = c.w_out.div_ceil(2);
+    let (lo, hi) = (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi));
+    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
+    for (i, [y0, y1]) in y.into_iter().enumerate() {
+        let (a, b) = (_mm512_maskz_compress_ps(ch.mask, y0), _mm512_maskz_compress_ps(ch.mask, y1));
+        let mut z = [0f32; 2 * 16];
+        // SAFETY: z holds 32 floats.
+        unsafe {
+            _mm512_storeu_ps(z.as_mut_ptr(), _mm512_permutex2var_ps(a, first, b));
+            _mm512_storeu_ps(z.as_mut_ptr().add(16), _mm512_permutex2var_ps(a, second, b));
+        }
+        let (mut lane, mut tile) = (0, ch.start as usize);
+        while lane < n {
+            let (ty, tx) = (tile / tw, tile % tw);
+            let run = (n - lane).min(tw - tx);
+            let oy = 2 * ty + i;
+            if oy < c.h_out {
+                // The last tile of an odd-width row has one column.
+                let count = (2 * run).min(c.w_out - 2 * tx);
+                let at = oc * c.hw + oy * c.w_out + 2 * tx;
+                for from in (0..count).step_by(16) {
+                    let keep = ((1u32 << (count - from).min(16)) - 1) as u16;
+                    // SAFETY: 2·lane + count <= 2n <= 32 values of z; the `keep` lanes from `at + from` are
+                    // outputs of this row (masked lanes never fault).
+                    unsafe {
+                        let mut val = _mm512_maskz_loadu_ps(keep, z.as_ptr().add(2 * lane + from));
+                        if let Some(res) = c.res {
+                            val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().add(at + from)));
+                        }
+                        _mm512_mask_storeu_ps(
+                            c.y.get().add(at + from),
+                            keep,
+                            _mm512_min_ps(_mm512_max_ps(val, lo), hi),
+                        );
+                    }
+                }
+            }
+            lane += run;
+            tile += run;
+        }
+    }
+}
