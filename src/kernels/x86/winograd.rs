@@ -14,7 +14,7 @@
 
 use super::conv_f32::Ctx;
 use super::panel_stride;
-use crate::kernels::packed::{Chunk, ConvPack};
+use crate::kernels::packed::ConvPack;
 use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::x86_64::*;
 use std::prelude::v1::*;
@@ -170,8 +170,8 @@ pub(super) unsafe fn task(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
         }
         let bias = _mm512_set1_ps(p.bf[oc]);
         for h in 0..NR / 16 {
-            let ch = p.chunks[t * NR / 16 + h];
-            if ch.mask == 0 {
+            let first = t * NR + 16 * h;
+            if p.chunks[first / 16].mask == 0 {
                 continue;
             }
             // SAFETY: M holds 16 · MB · NR floats.
@@ -190,59 +190,61 @@ pub(super) unsafe fn task(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
                 ]
             });
             // SAFETY: the chunk's real lanes are tiles of this image; oc < m.
-            unsafe { store(c, oc, ch, y) };
+            unsafe { store(c, oc, first, y) };
         }
     }
 }
 
-/// Stores the 2x2 outputs `y[i][j]` of one chunk's real tiles (residual added, clamped): per output row,
-/// interleave the two columns and write each run of tiles that lies in one tile row.
+/// Stores the 2x2 outputs `y[i][j]` of the 16 grid positions from `first` (residual added, clamped): per
+/// output row, the two columns are interleaved in registers and each run of real tiles in one grid row is
+/// one masked store (lane l of the interleaved pair goes to column 2·tx(l) + l % 2).
 ///
 /// # Safety
-/// AVX-512F available; `oc` < m; `ch` is a chunk of the tile grid of the current image.
+/// AVX-512F available; `oc` < m; `first` is a multiple of 16 inside the tile grid of the current image.
 #[target_feature(enable = "avx512f")]
-unsafe fn store(c: &Ctx<'_>, oc: usize, ch: Chunk, y: [[__m512; 2]; 2]) {
-    let n = ch.mask.count_ones() as usize;
-    let tw = c.w_out.div_ceil(2);
+unsafe fn store(c: &Ctx<'_>, oc: usize, first: usize, y: [[__m512; 2]; 2]) {
+    let (th, tw, wg) = (c.h_out.div_ceil(2), c.w_out.div_ceil(2), c.wg);
     let (lo, hi) = (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi));
-    let first = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let second = _mm512_add_epi32(first, _mm512_set1_epi32(8));
-    for (i, [y0, y1]) in y.into_iter().enumerate() {
-        let (a, b) = (_mm512_maskz_compress_ps(ch.mask, y0), _mm512_maskz_compress_ps(ch.mask, y1));
-        let mut z = [0f32; 2 * 16];
-        // SAFETY: z holds 32 floats.
-        unsafe {
-            _mm512_storeu_ps(z.as_mut_ptr(), _mm512_permutex2var_ps(a, first, b));
-            _mm512_storeu_ps(z.as_mut_ptr().add(16), _mm512_permutex2var_ps(a, second, b));
+    let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let pairs = y.map(|[y0, y1]| {
+        [
+            _mm512_permutex2var_ps(y0, idx, y1),
+            _mm512_permutex2var_ps(y0, _mm512_add_epi32(idx, _mm512_set1_epi32(8)), y1),
+        ]
+    });
+    for ty in first / wg..((first + 15) / wg + 1).min(th) {
+        // Lanes [a, b) are tiles tx = first + lane - ty·wg < tw of grid row ty.
+        let (a, end) = ((ty * wg).saturating_sub(first), (ty * wg + tw).saturating_sub(first));
+        let b = end.min(16);
+        if a >= b {
+            continue;
         }
-        let (mut lane, mut tile) = (0, ch.start as usize);
-        while lane < n {
-            let (ty, tx) = (tile / tw, tile % tw);
-            let run = (n - lane).min(tw - tx);
+        // Interleaved elements [2a, e): the last tile of an odd-width row has one column.
+        let e = 2 * b - usize::from(end == b && c.w_out % 2 == 1);
+        let bits = ((1u64 << e) - (1u64 << (2 * a))) as u32;
+        for (i, halves) in pairs.iter().enumerate() {
             let oy = 2 * ty + i;
-            if oy < c.h_out {
-                // The last tile of an odd-width row has one column.
-                let count = (2 * run).min(c.w_out - 2 * tx);
-                let at = oc * c.hw + oy * c.w_out + 2 * tx;
-                for from in (0..count).step_by(16) {
-                    let keep = ((1u32 << (count - from).min(16)) - 1) as u16;
-                    // SAFETY: 2·lane + count <= 2n <= 32 values of z; the `keep` lanes from `at + from` are
-                    // outputs of this row (masked lanes never fault).
-                    unsafe {
-                        let mut val = _mm512_maskz_loadu_ps(keep, z.as_ptr().add(2 * lane + from));
-                        if let Some(res) = c.res {
-                            val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().add(at + from)));
-                        }
-                        _mm512_mask_storeu_ps(
-                            c.y.get().add(at + from),
-                            keep,
-                            _mm512_min_ps(_mm512_max_ps(val, lo), hi),
-                        );
+            if oy >= c.h_out {
+                continue;
+            }
+            // Element 2a sits at column 2·tx(a) = 2(first + a - ty·wg); element 0 would sit 2a before it.
+            let base = c.y.get().wrapping_add(oc * c.hw + oy * c.w_out + 2 * (first - ty * wg));
+            for (half, &v) in halves.iter().enumerate() {
+                let keep = (bits >> (16 * half)) as u16;
+                if keep == 0 {
+                    continue;
+                }
+                let at = base.wrapping_add(16 * half);
+                // SAFETY: the `keep` lanes are outputs of row oy of this channel (masked lanes never fault).
+                unsafe {
+                    let mut val = v;
+                    if let Some(res) = c.res {
+                        let r = res.get().wrapping_offset(at.offset_from(c.y.get()));
+                        val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, r));
                     }
+                    _mm512_mask_storeu_ps(at, keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
                 }
             }
-            lane += run;
-            tile += run;
         }
     }
 }
