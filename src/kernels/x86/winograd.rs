@@ -227,8 +227,9 @@ unsafe fn store(c: &Ctx<'_>, oc: usize, first: usize, y: [[__m512; 2]; 2]) {
             if oy >= c.h_out {
                 continue;
             }
-            // Element 2a sits at column 2·tx(a) = 2(first + a - ty·wg); element 0 would sit 2a before it.
-            let base = c.y.get().wrapping_add(oc * c.hw + oy * c.w_out + 2 * (first - ty * wg));
+            // Element 2l belongs at column 2(first + l - ty·wg): element 0's column may lie before the row.
+            let row = c.y.get().wrapping_add(oc * c.hw + oy * c.w_out);
+            let base = row.wrapping_add(2 * first).wrapping_sub(2 * ty * wg);
             for (half, &v) in halves.iter().enumerate() {
                 let keep = (bits >> (16 * half)) as u16;
                 if keep == 0 {
