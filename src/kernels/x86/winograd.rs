@@ -105,6 +105,7 @@ pub(super) unsafe fn input_tile(c: &Ctx<'_>, w: usize, t: usize) {
                 let d = |i: usize| _mm512_loadu_ps(src.add(*off.add(i) as usize + 16 * h));
                 // Bᵀ d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3, per column k.
                 let mut bt = [[_mm512_setzero_ps(); 4]; 4];
+                #[allow(clippy::needless_range_loop)] // column k of all four rows
                 for k in 0..4 {
                     let (d0, d1, d2, d3) = (d(k), d(4 + k), d(8 + k), d(12 + k));
                     bt[0][k] = _mm512_sub_ps(d0, d2);
@@ -178,6 +179,7 @@ pub(super) unsafe fn task(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
             let mx = |xi: usize| unsafe { _mm512_loadu_ps(m.add((xi * MB + r) * NR + 16 * h)) };
             // Aᵀ M: rows m0 + m1 + m2 and m1 - m2 - m3, per column; then the same along each row.
             let mut s = [[_mm512_setzero_ps(); 4]; 2];
+            #[allow(clippy::needless_range_loop)] // column j of both rows
             for j in 0..4 {
                 let (m0, m1, m2, m3) = (mx(j), mx(4 + j), mx(8 + j), mx(12 + j));
                 s[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
