@@ -5,10 +5,10 @@
 //!   convolution over the tile grid ([`tile_geom`]), so its phase planes make tap (r, k) of 16 consecutive
 //!   tiles one vector load, exactly as for the direct kernels, padding included.
 //! - Per tile of 32 grid positions, the worker that takes it builds `V = Bᵀ d B` into its panel,
-//!   `[16][c][32]` ([`input_tile`]). A task (tile, 8 output channels) runs the 16 products
-//!   `M[ξ] = U[ξ] · V[ξ]` over the channels with the direct kernel's 8x32 register tile, then
+//!   `[16][c][32]` ([`input_tile`]). A task (tile, 32 output channels) runs the 16 products
+//!   `M[ξ] = U[ξ] · V[ξ]` over the channels, four 8x32 register tiles per ξ (the direct kernel's tile), then
 //!   `Y = Aᵀ M A`, adds bias and residual, clamps, and stores the real tiles row by row ([`task`]).
-//! - Weights `U = G g Gᵀ` are transformed once at pack time, `[m/8][16][c][8]`.
+//! - Weights `U = G g Gᵀ` are transformed once at pack time, `[m/32][16][c][32]`.
 //!
 //! Rounding differs from direct summation by a few ulps of the partial sums: within the f32 tolerance.
 
