@@ -229,23 +229,23 @@ unsafe fn store(c: &Ctx<'_>, oc: usize, first: usize, y: [[__m512; 2]; 2]) {
             if oy >= c.h_out {
                 continue;
             }
-            // Element 2l belongs at column 2(first + l - ty·wg): element 0's column may lie before the row.
-            let row = c.y.get().wrapping_add(oc * c.hw + oy * c.w_out);
-            let base = row.wrapping_add(2 * first).wrapping_sub(2 * ty * wg);
+            // Element 2l belongs at column 2(first + l - ty·wg): element 0's column may lie before the row,
+            // even before the image, so the offset is signed and the pointers are only ever wrapped.
+            let base = (oc * c.hw + oy * c.w_out + 2 * first) as isize - (2 * ty * wg) as isize;
             for (half, &v) in halves.iter().enumerate() {
                 let keep = (bits >> (16 * half)) as u16;
                 if keep == 0 {
                     continue;
                 }
-                let at = base.wrapping_add(16 * half);
+                let at = base + 16 * half as isize;
                 // SAFETY: the `keep` lanes are outputs of row oy of this channel (masked lanes never fault).
                 unsafe {
                     let mut val = v;
                     if let Some(res) = c.res {
-                        let r = res.get().wrapping_offset(at.offset_from(c.y.get()));
-                        val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, r));
+                        val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().wrapping_offset(at)));
                     }
-                    _mm512_mask_storeu_ps(at, keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
+                    let out = c.y.get().wrapping_offset(at);
+                    _mm512_mask_storeu_ps(out, keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
                 }
             }
         }
