@@ -157,7 +157,7 @@ kernels! {
     #[cfg(target_arch = "x86_64")]
     f32_conv2d_8x32_avx512: Avx512, F32Conv(super::x86::F32_CONV_AVX512);
     #[cfg(target_arch = "x86_64")]
-    f32_conv2d_8x16_avx2: Avx2, F32Conv(super::x86::F32_CONV_AVX2);
+    f32_conv2d_6x16_avx2: Avx2, F32Conv(super::x86::F32_CONV_AVX2);
     #[cfg(target_arch = "x86_64")]
     qs8_conv2d_requant_8x32c4_avx512vnni: Avx512Vnni, QConv(super::x86::QS8_CONV_VNNI);
     #[cfg(target_arch = "x86_64")]
@@ -178,6 +178,8 @@ kernels! {
     qs8_add_requant_scalar: Scalar, QAdd(generic::qs8_add_scalar);
     #[cfg(target_arch = "x86_64")]
     qs8_add_requant_avx512: Avx512, QAdd(super::x86::qs8_add_avx512);
+    #[cfg(target_arch = "x86_64")]
+    qs8_add_requant_avx2: Avx2, QAdd(super::x86::qs8_add_avx2);
     f32_clamp_scalar: Scalar, F32Clamp(generic::f32_clamp_scalar);
     qs8_clamp_scalar: Scalar, QClamp(generic::qs8_clamp_scalar);
     f32_affine_scalar: Scalar, F32Affine(generic::f32_affine_scalar);

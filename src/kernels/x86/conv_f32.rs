@@ -1,14 +1,15 @@
-//! f32 blocked convolution, AVX-512 and AVX2 + FMA. Weights `[m/8][kp][8]`; a task is 8 output channels
-//! x one tile of grid positions (32 for AVX-512: 16 accumulators, two vectors per row; 16 for AVX2, in
-//! two halves of 4 rows to fit 16 ymm registers). Bias starts the sums; residual and clamp are applied
-//! to the real lanes before the store.
+//! f32 blocked convolution, AVX-512 and AVX2 + FMA. Weights `[m/mr][kp][mr]`; a task is `mr` output channels
+//! x one tile of grid positions (AVX-512: 8 x 32, 16 accumulators, two vectors per row; AVX2: 6 x 16, 12
+//! accumulators). Bias starts the sums; residual and clamp are applied to the real lanes before the store
+//! (AVX2: compressed to the front with a lane permutation, then a masked store).
 //!
 //! Small outputs (7, 14 or 28 columns: ResNet stages 2-4 at 224x224) waste a tile's padding lanes, up to
 //! a quarter of them at 7x7, so AVX-512 turns the tile around there ("row" kernel): output channels in the
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
-use super::{drive, lanes, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
+use super::avx2::{compress, first};
+use super::{drive, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
 use crate::kernels::packed::{fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
 use crate::kernels::{ConvGeom, F32ConvParams};
@@ -61,8 +62,14 @@ fn tile_avx512(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
     }
 }
 
+/// Output channels per AVX2 task: 6 x 2 accumulators, two position vectors and a broadcast fill the 16
+/// registers (12 independent FMA chains cover the FMA latency on two pipes).
+const MR_AVX2: usize = 6;
+
 fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
-    pack(g, p, 16)
+    let mut pack = ConvPack::new(g, MR_AVX2, 16, 1, 4);
+    pack.pack_f32(g.c_out, p.weight, p.bias);
+    pack
 }
 
 /// What one task needs, for one image.
@@ -318,52 +325,52 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
 unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
-    for half in 0..2 {
-        let row0 = blk * MR + half * 4;
-        if row0 >= c.m {
+    let row0 = blk * MR_AVX2;
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR_AVX2];
+    for (r, acc) in acc.iter_mut().enumerate() {
+        if let Some(&b) = p.bf.get(row0 + r) {
+            *acc = [_mm256_set1_ps(b); 2];
+        }
+    }
+    // SAFETY: as in tile_avx512, with 16 grid positions per tile.
+    unsafe {
+        let src = c.planes.get().add(t * 16) as *const f32;
+        let w = p.wf.as_ptr().add(blk * kp * MR_AVX2);
+        for k in 0..kp {
+            let s = src.add(*p.offsets.get_unchecked(k) as usize);
+            let (b0, b1) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
+            let wk = w.add(k * MR_AVX2);
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let a = _mm256_set1_ps(*wk.add(r));
+                acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
+            }
+        }
+    }
+    let ch = p.chunks[t];
+    let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
+    for (r, acc) in acc.iter().enumerate() {
+        let oc = row0 + r;
+        if oc >= c.m {
             break;
         }
-        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-        for (r, acc) in acc.iter_mut().enumerate() {
-            if let Some(&b) = p.bf.get(row0 + r) {
-                *acc = [_mm256_set1_ps(b); 2];
+        // The real lanes of each half, compressed to the front, are this channel's outputs from `at`.
+        let mut at = oc * c.hw + ch.start as usize;
+        for (v, &acc) in acc.iter().enumerate() {
+            let real = (ch.mask >> (8 * v)) as u8;
+            if real == 0 {
+                continue;
             }
-        }
-        // SAFETY: as in tile_avx512, with 16 grid positions per tile.
-        unsafe {
-            let src = c.planes.get().add(t * 16) as *const f32;
-            let w = p.wf.as_ptr().add(blk * kp * MR + half * 4);
-            for k in 0..kp {
-                let s = src.add(*p.offsets.get_unchecked(k) as usize);
-                let (b0, b1) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
-                let wk = w.add(k * MR);
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm256_set1_ps(*wk.add(r));
-                    acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(a, b1, acc[1]);
-                }
-            }
-        }
-        let ch = p.chunks[t];
-        for (r, acc) in acc.iter().enumerate() {
-            let oc = row0 + r;
-            if oc >= c.m {
-                break;
-            }
-            let mut vals = [0f32; 16];
-            // SAFETY: vals holds 16 floats.
+            let keep = first(real.count_ones());
+            let mut out = _mm256_castsi256_ps(compress(_mm256_castps_si256(acc), real));
+            // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
             unsafe {
-                _mm256_storeu_ps(vals.as_mut_ptr(), acc[0]);
-                _mm256_storeu_ps(vals.as_mut_ptr().add(8), acc[1]);
-            }
-            let at = oc * c.hw + ch.start as usize;
-            for (i, lane) in lanes(ch.mask).enumerate() {
-                // SAFETY: real lanes map to this channel's outputs at + i.
-                unsafe {
-                    let r = c.res.map_or(0.0, |r| *r.0.add(at + i));
-                    *c.y.get().add(at + i) = (vals[lane] + r).max(c.lo).min(c.hi);
+                if let Some(res) = c.res {
+                    out = _mm256_add_ps(out, _mm256_maskload_ps(res.get().add(at), keep));
                 }
+                _mm256_maskstore_ps(c.y.get().add(at), keep, _mm256_min_ps(_mm256_max_ps(out, lo), hi));
             }
+            at += real.count_ones() as usize;
         }
     }
 }

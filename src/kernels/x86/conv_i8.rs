@@ -10,13 +10,14 @@
 //!   requantizes in 64-bit lanes (`vpmuldq`, `vpsraq`), adds the requantized residual, the zero point,
 //!   clamps, and stores the real lanes.
 //! - AVX2: input `[kp/2][16][2]` as i16 and weights `[m/8][kp/2][8][2]` as i16; `vpmaddwd` gives exact
-//!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the scalar spec code.
+//!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the VNNI one with AVX2 stand-ins
+//!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
-use super::{drive, lanes, live, panel_stride, row_shape, split_scratch, supports, Runs, Shared, ROW_MR};
+use super::avx2::{self, compress};
+use super::{drive, live, panel_stride, row_shape, split_scratch, supports, Runs, Shared, ROW_MR};
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams};
-use crate::quant::{requantize, saturate};
 use core::arch::x86_64::*;
 
 /// AVX-512 VNNI int8 convolution (tier `avx512vnni`).
@@ -451,6 +452,11 @@ unsafe fn block_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
             break;
         }
         let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+        for (r, acc) in acc.iter_mut().enumerate() {
+            if let Some(&b) = p.bq.get(row0 + r) {
+                *acc = [_mm256_set1_epi32(b); 2];
+            }
+        }
         // SAFETY: the panel has kp * 16 i16 values, the block kp * MR weights.
         unsafe {
             let panel = c.panels.get().add(w * panel_stride(p)) as *const __m256i;
@@ -470,33 +476,38 @@ unsafe fn block_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
             if oc >= c.m {
                 break;
             }
-            let mut sums = [0i32; 16];
-            // SAFETY: sums holds 16 i32.
-            unsafe {
-                _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, acc[0]);
-                _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
-            }
-            let at = oc * c.hw + ch.start as usize;
-            for (i, lane) in lanes(ch.mask).enumerate() {
-                // SAFETY: real lanes map to this channel's outputs at + i.
-                unsafe { *c.y.get().add(at + i) = output(c, oc, sums[lane].wrapping_add(p.bq[oc]), at + i) };
+            let mut at = oc * c.hw + ch.start as usize;
+            for (v, &acc) in acc.iter().enumerate() {
+                let real = (ch.mask >> (8 * v)) as u8;
+                if real != 0 {
+                    // SAFETY: the real lanes map to this channel's outputs from `at`.
+                    unsafe { store8_avx2(c, oc, compress(acc, real), at, real.count_ones() as usize) };
+                    at += real.count_ones() as usize;
+                }
             }
         }
     }
 }
 
-/// The spec's output stage for one accumulator (the scalar reference's code).
+/// The spec's output stage (bias already in `acc`) for the first `n` lanes of `acc`, stored from output `at`:
+/// the vector form of the scalar reference's requantize, residual add and saturate, as AVX-512's epilogue.
 ///
 /// # Safety
-/// `at` indexes the current image's output (and residual).
-unsafe fn output(c: &Ctx<'_>, oc: usize, acc: i32, at: usize) -> i8 {
+/// AVX2 available; `at..at + n` indexes the current image's output (and residual).
+#[target_feature(enable = "avx2")]
+unsafe fn store8_avx2(c: &Ctx<'_>, oc: usize, acc: __m256i, at: usize, n: usize) {
     let rq = &c.p.requant;
     let (m, s) = rq.channel(oc);
-    let mut v = requantize(acc, m, s);
+    let (mut e, mut o) = avx2::requant64(acc, m, s);
     if let (Some(res), Some(rr)) = (c.res, c.p.residual) {
-        // SAFETY: the caller's contract.
-        let r = unsafe { *res.get().add(at) } as i32;
-        v = v.saturating_add(requantize(r - rr.zero_point, rr.multiplier, rr.shift));
+        let mut r = [0u8; 8];
+        // SAFETY: the caller's contract; n ≤ 8.
+        unsafe { core::ptr::copy_nonoverlapping(res.get().add(at) as *const u8, r.as_mut_ptr(), n) };
+        let (re, ro) = avx2::requant_i8(r, rr.zero_point, rr.multiplier, rr.shift);
+        e = _mm256_add_epi64(avx2::sat32(e), re);
+        o = _mm256_add_epi64(avx2::sat32(o), ro);
     }
-    saturate(v, rq.zero_point, rq.lo, rq.hi)
+    let bytes = avx2::narrow(e, o, rq.zero_point, rq.lo, rq.hi);
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr() as *const i8, c.y.get().add(at), n) };
 }

@@ -1,8 +1,10 @@
-//! int8 residual add with AVX-512, bit-exact with `generic::qs8_add_scalar`: both inputs requantized in
+//! int8 residual add with AVX-512 and AVX2, bit-exact with `generic::qs8_add_scalar`: both inputs requantized in
 //! 64-bit lanes, each saturated to i32, summed exactly, zero point added and clamped (clamping the exact
 //! sum equals the spec's saturating steps because lo and hi lie in i8).
 
+use super::avx2;
 use super::conv_i8::{requant64, sat32};
+use crate::kernels::generic;
 use crate::kernels::AddParams;
 use core::arch::x86_64::*;
 
@@ -35,4 +37,28 @@ unsafe fn run(p: &AddParams, a: &[i8], b: &[i8], y: &mut [i8]) {
 pub fn qs8_add_avx512(p: &AddParams, a: &[i8], b: &[i8], y: &mut [i8]) {
     // SAFETY: the registry lists this kernel under the avx512 tier, picked only when the CPU has it.
     unsafe { run(p, a, b, y) }
+}
+
+/// # Safety
+/// The CPU has AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn run_avx2(p: &AddParams, a: &[i8], b: &[i8], y: &mut [i8]) {
+    let n = a.len().min(b.len()).min(y.len());
+    let body = n / 8 * 8;
+    let eight = |x: &[i8], i: usize| -> [u8; 8] { core::array::from_fn(|j| x[i + j] as u8) };
+    for i in (0..body).step_by(8) {
+        let (ae, ao) = avx2::requant_i8(eight(a, i), p.a_zero_point, p.a_multiplier, p.a_shift);
+        let (be, bo) = avx2::requant_i8(eight(b, i), p.b_zero_point, p.b_multiplier, p.b_shift);
+        let out = avx2::narrow(_mm256_add_epi64(ae, be), _mm256_add_epi64(ao, bo), p.zero_point, p.lo, p.hi);
+        for (y, o) in y[i..i + 8].iter_mut().zip(out) {
+            *y = o as i8;
+        }
+    }
+    generic::qs8_add_scalar(p, &a[body..n], &b[body..n], &mut y[body..n]);
+}
+
+/// int8 residual add (tier `avx2`).
+pub fn qs8_add_avx2(p: &AddParams, a: &[i8], b: &[i8], y: &mut [i8]) {
+    // SAFETY: the registry lists this kernel under the avx2 tier, picked only when the CPU has it.
+    unsafe { run_avx2(p, a, b, y) }
 }

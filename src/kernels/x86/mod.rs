@@ -9,6 +9,7 @@
 //! output element is computed by the same code whatever the worker count, so results (f32 included) do not
 //! depend on the number of threads.
 
+mod avx2;
 mod conv_f32;
 mod conv_i8;
 mod eltwise;
@@ -18,7 +19,7 @@ mod winograd;
 
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
 pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};
-pub use eltwise::qs8_add_avx512;
+pub use eltwise::{qs8_add_avx2, qs8_add_avx512};
 pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2};
 pub use quantize::quantize_avx512;
 
@@ -85,12 +86,6 @@ pub(crate) fn split_scratch<T: bytemuck::Pod>(pack: &ConvPack, scratch: &mut [u8
 /// Stride between two workers' panels in the scratch.
 pub(crate) fn panel_stride(pack: &ConvPack) -> usize {
     pack.panel_bytes.next_multiple_of(64)
-}
-
-/// Index of the n-th set bit's output: real lanes of a chunk map to consecutive outputs from `start`.
-#[inline(always)]
-pub(crate) fn lanes(mask: u16) -> impl Iterator<Item = usize> {
-    (0..16).filter(move |i| mask >> i & 1 == 1)
 }
 
 /// Output channels per task of the row kernels (channels in the lanes, two vectors).
