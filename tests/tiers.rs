@@ -156,8 +156,9 @@ fn qs8_blocked_conv_is_bit_exact_on_every_tier_and_thread_count() {
     let mut rng = Rng::new(12);
     for (case, g) in boundary_matrix().into_iter().enumerate() {
         let k = g.k() as i64;
-        for trial in 0..3 {
-            // Trial 0: random; 1: every product at its extreme (accumulator limits); 2: narrow random.
+        for trial in 0..4 {
+            // Trial 0: random; 1: every product at its extreme (accumulator limits); 2: narrow random;
+            // 3: huge multipliers, so both requantized terms of the residual sum saturate i32.
             let (x, w, x_zp) = match trial {
                 1 => {
                     let x = vec![-128i8; g.input_len()];
@@ -170,8 +171,12 @@ fn qs8_blocked_conv_is_bit_exact_on_every_tier_and_thread_count() {
             // Multipliers that map the accumulator range to about ±300 (so the clamp is hit), per channel.
             let (mult, shift): (Vec<i32>, Vec<i32>) = (0..g.c_out)
                 .map(|_| {
-                    let real =
-                        300.0 / (k as f64 * 255.0 * 127.0) * rng.uniform(0.05, if trial == 2 { 50.0 } else { 1.0 });
+                    let real = match trial {
+                        3 => 2f64.powf(rng.uniform(5.0, 25.0)),
+                        _ => {
+                            300.0 / (k as f64 * 255.0 * 127.0) * rng.uniform(0.05, if trial == 2 { 50.0 } else { 1.0 })
+                        }
+                    };
                     resedge::quant::quantize_multiplier(real).unwrap()
                 })
                 .unzip();
@@ -181,7 +186,8 @@ fn qs8_blocked_conv_is_bit_exact_on_every_tier_and_thread_count() {
             let res = rng.i8s(g.output_len(), -128, 127);
             for residual in [false, true] {
                 let rr = residual.then(|| {
-                    let (m, s) = resedge::quant::quantize_multiplier(rng.uniform(0.1, 3.0)).unwrap();
+                    let real = if trial == 3 { 2f64.powf(rng.uniform(10.0, 28.0)) } else { rng.uniform(0.1, 3.0) };
+                    let (m, s) = resedge::quant::quantize_multiplier(real).unwrap();
                     ResidualRequant { zero_point: rng.i32(-128, 127), multiplier: m, shift: s }
                 });
                 let p = QConvParams { x_zero_point: x_zp, weight: &w, bias: &bias, requant, residual: rr };
