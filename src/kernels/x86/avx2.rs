@@ -97,3 +97,33 @@ pub(super) fn requant_i8(x: [u8; 8], zero_point: i32, m: i32, s: i32) -> (__m256
     let (e, o) = requant64(_mm256_sub_epi32(v, _mm256_set1_epi32(zero_point)), m, s);
     (sat32(e), sat32(o))
 }
+
+/// Stores the first `n` (≤ 8) lanes of `v` at `dst` without touching the rest, in 4-, 2- and 1-lane pieces:
+/// AMD's masked stores (`vmaskmovps`) are microcoded and cost more than the pieces.
+///
+/// # Safety
+/// `dst..dst + n` is writable.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn store_first(dst: *mut f32, v: __m256, n: usize) {
+    // SAFETY: (all) each piece stays below dst + n.
+    unsafe {
+        if n == 8 {
+            return _mm256_storeu_ps(dst, v);
+        }
+        let (mut part, mut at) = (_mm256_castps256_ps128(v), 0);
+        if n & 4 != 0 {
+            _mm_storeu_ps(dst, part);
+            part = _mm256_extractf128_ps(v, 1);
+            at = 4;
+        }
+        if n & 2 != 0 {
+            _mm_store_sd(dst.add(at) as *mut f64, _mm_castps_pd(part));
+            part = _mm_movehl_ps(part, part);
+            at += 2;
+        }
+        if n & 1 != 0 {
+            _mm_store_ss(dst.add(at), part);
+        }
+    }
+}

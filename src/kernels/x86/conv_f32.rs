@@ -8,7 +8,7 @@
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
-use super::avx2::{compress, first};
+use super::avx2::{compress, first, store_first};
 use super::{drive, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
 use crate::kernels::packed::{fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
@@ -361,16 +361,17 @@ unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
             if real == 0 {
                 continue;
             }
-            let keep = first(real.count_ones());
+            let n = real.count_ones() as usize;
+            let keep = first(n as u32);
             let mut out = _mm256_castsi256_ps(compress(_mm256_castps_si256(acc), real));
             // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
             unsafe {
                 if let Some(res) = c.res {
                     out = _mm256_add_ps(out, _mm256_maskload_ps(res.get().add(at), keep));
                 }
-                _mm256_maskstore_ps(c.y.get().add(at), keep, _mm256_min_ps(_mm256_max_ps(out, lo), hi));
+                store_first(c.y.get().add(at), _mm256_min_ps(_mm256_max_ps(out, lo), hi), n);
             }
-            at += real.count_ones() as usize;
+            at += n;
         }
     }
 }

@@ -509,5 +509,11 @@ unsafe fn store8_avx2(c: &Ctx<'_>, oc: usize, acc: __m256i, at: usize, n: usize)
     }
     let bytes = avx2::narrow(e, o, rq.zero_point, rq.lo, rq.hi);
     // SAFETY: the caller's contract.
-    unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr() as *const i8, c.y.get().add(at), n) };
+    unsafe {
+        if n == 8 {
+            (c.y.get().add(at) as *mut [u8; 8]).write_unaligned(bytes);
+        } else {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr() as *const i8, c.y.get().add(at), n);
+        }
+    }
 }
