@@ -42,9 +42,8 @@ impl Dataset {
     }
     /// `n` samples spread evenly over the set (every len/n-th), so a class-sorted folder keeps all classes.
     pub fn subset(&self, n: usize) -> Dataset {
-        let n = n.min(self.len());
         let per: usize = self.shape.iter().product();
-        let pick: Vec<usize> = (0..n).map(|i| i * self.len() / n.max(1)).collect();
+        let pick = spread(self.len(), n);
         Dataset {
             images: pick.iter().flat_map(|&i| &self.images[i * per..(i + 1) * per]).copied().collect(),
             labels: pick.iter().map(|&i| self.labels[i]).collect(),
@@ -74,6 +73,12 @@ impl Dataset {
         }
         (mean, std)
     }
+}
+
+/// Indices of `n` items spread evenly over `len` (every len/n-th; all of them when n >= len).
+fn spread(len: usize, n: usize) -> Vec<usize> {
+    let n = n.min(len);
+    (0..n).map(|i| i * len / n).collect()
 }
 
 /// Reads class names, one per line (blank lines ignored).
@@ -187,6 +192,12 @@ fn decode(path: &str, bytes: &[u8], size: Option<usize>) -> Result<image::RgbIma
 /// Reads an image folder (directory or tar / tar.gz). `size`: square side to resize to; by default every
 /// image must already have the first image's size.
 pub fn read_image_folder(src: &Path, classes: Option<Vec<String>>, size: Option<usize>) -> Result<Dataset> {
+    read_images(src, classes, size, None)
+}
+
+/// [`read_image_folder`], keeping only `limit` images picked as [`Dataset::subset`] picks them; only those
+/// are decoded (a 16-image calibration set of a 50,000-image archive decodes 16).
+fn read_images(src: &Path, classes: Option<Vec<String>>, size: Option<usize>, limit: Option<usize>) -> Result<Dataset> {
     let mut by_class: BTreeMap<String, Vec<(String, Vec<u8>)>> = BTreeMap::new();
     for (path, bytes) in collect_files(src)? {
         let class = class_of(&path).with_context(|| format!("{path}: an image outside any class folder"))?;
@@ -202,27 +213,32 @@ pub fn read_image_folder(src: &Path, classes: Option<Vec<String>>, size: Option<
         }
         None => by_class.keys().cloned().collect(),
     };
+    // Samples in dataset order: by label, then file name.
+    let mut files = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let Some(mut list) = by_class.remove(class) else { continue };
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        files.extend(list.into_iter().map(|(path, bytes)| (path, bytes, label as i64)));
+    }
+    let pick = spread(files.len(), limit.unwrap_or(files.len()));
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut shape = None;
-    for (label, class) in classes.iter().enumerate() {
-        let Some(files) = by_class.get_mut(class) else { continue };
-        files.sort_by(|a, b| a.0.cmp(&b.0));
-        for (path, bytes) in files.iter() {
-            let img = decode(path, bytes, size)?;
-            let (w, h) = (img.width() as usize, img.height() as usize);
-            let s = *shape.get_or_insert([3, h, w]);
-            ensure!(
-                s == [3, h, w],
-                "{path}: {w}x{h} differs from the first image's {}x{}; pass an image size to resize",
-                s[2],
-                s[1]
-            );
-            push_planes(&mut images, &img);
-            labels.push(label as i64);
-        }
+    for (path, bytes, label) in pick.iter().map(|&i| &files[i]) {
+        let img = decode(path, bytes, size)?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let s = *shape.get_or_insert([3, h, w]);
+        ensure!(
+            s == [3, h, w],
+            "{path}: {w}x{h} differs from the first image's {}x{}; pass an image size to resize",
+            s[2],
+            s[1]
+        );
+        push_planes(&mut images, &img);
+        labels.push(*label);
     }
-    Ok(Dataset { images, labels, shape: shape.expect("at least one image"), classes })
+    let shape = shape.with_context(|| format!("{}: no images selected", src.display()))?;
+    Ok(Dataset { images, labels, shape, classes })
 }
 
 /// Appends an RGB image as three planes (the [3, H, W] layout).
@@ -301,15 +317,27 @@ fn cache_path(cache_dir: &Path, src: &Path, size: Option<usize>) -> Result<PathB
 }
 
 /// Loads any supported source: CIFAR `.bin` files (comma-separated), or an image folder / archive
-/// (decoded once, then cached under `cache_dir` when given).
-pub fn load(src: &str, classes: Option<Vec<String>>, size: Option<usize>, cache_dir: Option<&Path>) -> Result<Dataset> {
+/// (decoded once, then cached under `cache_dir` when given). `limit`: keep that many samples, picked as
+/// [`Dataset::subset`] picks them; an image folder then decodes only those and skips the cache, which
+/// holds whole sets (7.5 GB for ImageNet-sized CIFAR-10 train images).
+pub fn load(
+    src: &str,
+    classes: Option<Vec<String>>,
+    size: Option<usize>,
+    limit: Option<usize>,
+    cache_dir: Option<&Path>,
+) -> Result<Dataset> {
     let paths: Vec<PathBuf> = src.split(',').map(PathBuf::from).collect();
     if paths.iter().all(|p| p.extension().is_some_and(|e| e == "bin")) {
-        return read_cifar_bin(&paths, classes);
+        let ds = read_cifar_bin(&paths, classes)?;
+        return Ok(match limit {
+            Some(n) => ds.subset(n),
+            None => ds,
+        });
     }
     ensure!(paths.len() == 1, "`{src}`: only CIFAR .bin files can be combined with commas");
     let src = &paths[0];
-    let cache = cache_dir.map(|d| cache_path(d, src, size)).transpose()?;
+    let cache = cache_dir.filter(|_| limit.is_none()).map(|d| cache_path(d, src, size)).transpose()?;
     if let Some(c) = cache.as_ref().filter(|c| c.exists()) {
         let ds = load_cache(c)?;
         if classes.as_ref().is_none_or(|want| *want == ds.classes) {
@@ -318,7 +346,7 @@ pub fn load(src: &str, classes: Option<Vec<String>>, size: Option<usize>, cache_
         }
     }
     let t = std::time::Instant::now();
-    let ds = read_image_folder(src, classes, size)?;
+    let ds = read_images(src, classes, size, limit)?;
     eprintln!(
         "data: decoded {} images ({} classes, {:?}) from {} in {:.1} s",
         ds.len(),
@@ -331,4 +359,63 @@ pub fn load(src: &str, classes: Option<Vec<String>>, size: Option<usize>, cache_
         save_cache(&ds, c)?;
     }
     Ok(ds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three class folders of 5, 1 and 4 PNGs of assorted sizes, each image's pixels unique to it.
+    fn folder() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, count) in [5u8, 1, 4].into_iter().enumerate() {
+            let class = dir.path().join(format!("class{c}"));
+            std::fs::create_dir(&class).unwrap();
+            for k in 0..count {
+                let (w, h) = (6 + k as u32, 9 - k as u32);
+                let img =
+                    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([c as u8 * 50 + k, x as u8 * 20, y as u8 * 20]));
+                img.save(class.join(format!("img{k}.png"))).unwrap();
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn a_limited_load_is_the_subset_of_the_full_load() {
+        let dir = folder();
+        let src = dir.path().to_str().unwrap();
+        let full = load(src, None, Some(4), None, None).unwrap();
+        assert_eq!((full.len(), full.labels.iter().sum::<i64>()), (10, 1 + 2 * 4));
+        for n in 1..=12 {
+            assert_eq!(load(src, None, Some(4), Some(n), None).unwrap(), full.subset(n), "limit {n}");
+        }
+    }
+
+    #[test]
+    fn a_limited_load_decodes_only_the_picked_images_and_skips_the_cache() {
+        let dir = folder();
+        let src = dir.path().to_str().unwrap();
+        // Index 1 of 10 is never picked for 2 samples (0 and 5 are): a corrupt file there goes unread.
+        std::fs::write(dir.path().join("class0/img1.png"), b"not a png").unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let two = load(src, None, Some(4), Some(2), Some(cache.path())).unwrap();
+        assert_eq!(two.labels, [0, 1]);
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "a subset is not cached");
+        let err = load(src, None, Some(4), None, Some(cache.path())).unwrap_err();
+        assert!(format!("{err:#}").contains("img1.png"), "{err:#}");
+    }
+
+    #[test]
+    fn a_limited_load_of_cifar_binaries_is_their_subset() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("batch.bin");
+        let records: Vec<u8> =
+            (0..7u8).flat_map(|i| std::iter::once(i % 10).chain(std::iter::repeat_n(i, 3072))).collect();
+        std::fs::write(&bin, records).unwrap();
+        let src = bin.to_str().unwrap();
+        let full = load(src, None, None, None, None).unwrap();
+        assert_eq!(full.len(), 7);
+        assert_eq!(load(src, None, None, Some(3), None).unwrap(), full.subset(3));
+    }
 }

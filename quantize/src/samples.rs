@@ -32,8 +32,8 @@ impl Samples {
         let p =
             model.preprocess.as_ref().context("the model has no preprocessing; pass --preprocess when importing")?;
         ensure!(shape[1] == shape[2], "image sources need a square input, the model's is {shape:?}");
-        let mut data =
-            resedge_data::load(src, class_list(model), Some(shape[1]), cache_dir().as_deref()).or_else(|e| {
+        let mut data = resedge_data::load(src, class_list(model), Some(shape[1]), limit, cache_dir().as_deref())
+            .or_else(|e| {
                 // A flat folder (no class subfolders): unlabeled images.
                 if path.is_dir() {
                     resedge_data::read_flat_folder(path, shape[1]).with_context(|| format!("{e:#}"))
@@ -42,7 +42,7 @@ impl Samples {
                 }
             })?;
         ensure!(data.shape == [3, shape[1], shape[2]], "images are {:?}, the model wants {shape:?}", data.shape);
-        if let Some(n) = limit {
+        if let Some(n) = limit.filter(|&n| n < data.len()) {
             data = data.subset(n);
         }
         Ok(Samples::Images { data, mean: p.mean, std: p.std })

@@ -153,9 +153,9 @@ fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("resedge").join("data"))
 }
 
-fn load_data(src: &str, a: &TrainArgs, labels: Option<Vec<String>>) -> Result<data::Dataset> {
+fn load_data(src: &str, a: &TrainArgs, labels: Option<Vec<String>>, limit: Option<usize>) -> Result<data::Dataset> {
     let cache = a.cache_dir.clone().or_else(default_cache_dir);
-    data::load(src, labels, a.image_size, cache.as_deref()).with_context(|| format!("loading {src}"))
+    data::load(src, labels, a.image_size, limit, cache.as_deref()).with_context(|| format!("loading {src}"))
 }
 
 fn run_train(a: &TrainArgs) -> Result<()> {
@@ -169,10 +169,7 @@ fn run_train(a: &TrainArgs) -> Result<()> {
     let dev = device::select(a.device)?;
     let mut arch = resedge::zoo::arch(&a.arch)?;
     let labels = a.labels.as_deref().map(data::read_labels).transpose()?;
-    let mut train_ds = load_data(&a.train, a, labels.clone())?;
-    if let Some(n) = a.limit {
-        train_ds = train_ds.subset(n);
-    }
+    let mut train_ds = load_data(&a.train, a, labels.clone(), a.limit)?;
     if train_ds.classes.len() != arch.classes {
         eprintln!(
             "{}: classifier resized from {} to {} classes for this data",
@@ -182,7 +179,7 @@ fn run_train(a: &TrainArgs) -> Result<()> {
         );
         arch.classes = train_ds.classes.len();
     }
-    let test_ds = a.test.as_deref().map(|t| load_data(t, a, Some(train_ds.classes.clone()))).transpose()?;
+    let test_ds = a.test.as_deref().map(|t| load_data(t, a, Some(train_ds.classes.clone()), None)).transpose()?;
     let depth = match arch.block {
         Block::Basic => 2 * arch.layers.iter().sum::<usize>() + 2,
         Block::Bottleneck => 3 * arch.layers.iter().sum::<usize>() + 2,
@@ -244,10 +241,7 @@ fn run_eval(model_path: &Path, src: &str, limit: Option<usize>, batch: usize, th
         resedge::format::ModelFile::open(model_path).with_context(|| format!("opening {}", model_path.display()))?;
     let model = file.model().with_context(|| format!("loading {}", model_path.display()))?;
     let labels = (!model.labels.is_empty()).then(|| model.labels.clone());
-    let mut ds = data::load(src, labels, None, default_cache_dir().as_deref())?;
-    if let Some(n) = limit {
-        ds = ds.subset(n);
-    }
+    let ds = data::load(src, labels, None, limit, default_cache_dir().as_deref())?;
     let t = std::time::Instant::now();
     let top1 = eval::top1(&model, &ds, batch, threads.unwrap_or_else(threads_available))?;
     println!(

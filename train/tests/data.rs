@@ -66,9 +66,9 @@ fn image_folder_archive_and_cache() {
     assert_eq!(back, ds);
 
     let cache = dir.join("cache");
-    let first = data::load(archive.to_str().unwrap(), None, None, Some(&cache)).unwrap();
+    let first = data::load(archive.to_str().unwrap(), None, None, None, Some(&cache)).unwrap();
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "one cache file written");
-    let second = data::load(archive.to_str().unwrap(), None, None, Some(&cache)).unwrap();
+    let second = data::load(archive.to_str().unwrap(), None, None, None, Some(&cache)).unwrap();
     assert_eq!(first, second);
 
     let wrong = vec!["class0".to_string(), "class1".to_string()];
