@@ -45,6 +45,20 @@ impl ConvGeom {
     pub fn in_x(&self, ox: usize, kx: usize) -> Option<usize> {
         (ox * self.stride_w + kx * self.dil_w).checked_sub(self.pad_l).filter(|&x| x < self.w_in)
     }
+    /// The output columns whose kernel column `kx` falls inside the input (the others read padding).
+    pub fn valid_ox(&self, kx: usize) -> core::ops::Range<usize> {
+        let offset = kx * self.dil_w;
+        let (first, end) = match self.stride_w {
+            // Stride 1 (most layers) without the divisions: this runs once per kernel tap and output row.
+            1 => (self.pad_l.saturating_sub(offset), (self.w_in + self.pad_l).saturating_sub(offset)),
+            s => (
+                self.pad_l.saturating_sub(offset).div_ceil(s),
+                (self.w_in + self.pad_l).checked_sub(offset + 1).map_or(0, |last| last / s + 1),
+            ),
+        };
+        let end = end.min(self.w_out);
+        first.min(end)..end
+    }
     pub fn input_len(&self) -> usize {
         self.n * self.c_in * self.h_in * self.w_in
     }
