@@ -2,6 +2,7 @@
 //! spec's requantization (3.1) on i64 lanes without `vpsraq` or 64-bit min/max. The AVX2 kernels' epilogues use
 //! them to store a tile's real lanes, which map to consecutive outputs, as vectors.
 
+use crate::kernels::packed::Chunk;
 use core::arch::x86_64::*;
 
 /// For each 8-bit lane mask, the indices of its set lanes in order, one byte each (the rest 0).
@@ -126,4 +127,27 @@ pub(super) unsafe fn store_first(dst: *mut f32, v: __m256, n: usize) {
             _mm_store_ss(dst.add(at), part);
         }
     }
+}
+
+/// One 8-lane half of a tile row that holds real outputs: accumulator row `r`, half `v`, its real lanes
+/// `real` (a bit each), which compressed to the front are the channel's `n` outputs from `at`.
+pub(super) struct Half {
+    pub r: usize,
+    pub v: usize,
+    pub real: u8,
+    pub at: usize,
+    pub n: usize,
+}
+
+/// The halves of a 16-position tile (positions `chunk`) over `rows` channel rows from `row0`, in store order,
+/// skipping rows at or past `m` and halves without real lanes.
+pub(super) fn tile_halves(rows: usize, row0: usize, m: usize, hw: usize, chunk: Chunk) -> impl Iterator<Item = Half> {
+    let [lo, hi] = chunk.mask.to_le_bytes();
+    (0..rows.min(m.saturating_sub(row0))).flat_map(move |r| {
+        let at = (row0 + r) * hw + chunk.start as usize;
+        [(0, lo, at), (1, hi, at + lo.count_ones() as usize)]
+            .into_iter()
+            .filter(|&(_, real, _)| real != 0)
+            .map(move |(v, real, at)| Half { r, v, real, at, n: real.count_ones() as usize })
+    })
 }

@@ -8,7 +8,7 @@
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
-use super::avx2::{compress, first, store_first};
+use super::avx2::{compress, first, store_first, tile_halves, Half};
 use super::{drive, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
 use crate::kernels::packed::{fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
@@ -349,29 +349,15 @@ unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
     }
     let ch = p.chunks[t];
     let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
-    for (r, acc) in acc.iter().enumerate() {
-        let oc = row0 + r;
-        if oc >= c.m {
-            break;
-        }
-        // The real lanes of each half, compressed to the front, are this channel's outputs from `at`.
-        let mut at = oc * c.hw + ch.start as usize;
-        for (v, &acc) in acc.iter().enumerate() {
-            let real = (ch.mask >> (8 * v)) as u8;
-            if real == 0 {
-                continue;
+    for Half { r, v, real, at, n } in tile_halves(MR_AVX2, row0, c.m, c.hw, ch) {
+        let keep = first(n as u32);
+        let mut out = _mm256_castsi256_ps(compress(_mm256_castps_si256(acc[r][v]), real));
+        // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
+        unsafe {
+            if let Some(res) = c.res {
+                out = _mm256_add_ps(out, _mm256_maskload_ps(res.get().add(at), keep));
             }
-            let n = real.count_ones() as usize;
-            let keep = first(n as u32);
-            let mut out = _mm256_castsi256_ps(compress(_mm256_castps_si256(acc), real));
-            // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
-            unsafe {
-                if let Some(res) = c.res {
-                    out = _mm256_add_ps(out, _mm256_maskload_ps(res.get().add(at), keep));
-                }
-                store_first(c.y.get().add(at), _mm256_min_ps(_mm256_max_ps(out, lo), hi), n);
-            }
-            at += n;
+            store_first(c.y.get().add(at), _mm256_min_ps(_mm256_max_ps(out, lo), hi), n);
         }
     }
 }

@@ -471,20 +471,9 @@ unsafe fn block_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate() {
-            let oc = row0 + r;
-            if oc >= c.m {
-                break;
-            }
-            let mut at = oc * c.hw + ch.start as usize;
-            for (v, &acc) in acc.iter().enumerate() {
-                let real = (ch.mask >> (8 * v)) as u8;
-                if real != 0 {
-                    // SAFETY: the real lanes map to this channel's outputs from `at`.
-                    unsafe { store8_avx2(c, oc, compress(acc, real), at, real.count_ones() as usize) };
-                    at += real.count_ones() as usize;
-                }
-            }
+        for avx2::Half { r, v, real, at, n } in avx2::tile_halves(4, row0, c.m, c.hw, ch) {
+            // SAFETY: the real lanes map to this channel's outputs from `at`.
+            unsafe { store8_avx2(c, row0 + r, compress(acc[r][v], real), at, n) };
         }
     }
 }
