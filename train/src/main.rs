@@ -169,7 +169,7 @@ fn run_train(a: &TrainArgs) -> Result<()> {
     let dev = device::select(a.device)?;
     let mut arch = resedge::zoo::arch(&a.arch)?;
     let labels = a.labels.as_deref().map(data::read_labels).transpose()?;
-    let mut train_ds = load_data(&a.train, a, labels.clone(), a.limit)?;
+    let train_ds = load_data(&a.train, a, labels.clone(), a.limit)?;
     if train_ds.classes.len() != arch.classes {
         eprintln!(
             "{}: classifier resized from {} to {} classes for this data",
