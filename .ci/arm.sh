@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ARM part of CI (called by .ci/run): cross toolchains and qemu-user (installed only if missing), clippy for
-# aarch64, the library test suite under qemu-aarch64 for three CPU models (NEON-only, dotprod, i8mm: every
-# tier's kernels execute) and under qemu-arm for armv7, the no_std example, a stripped Pi 5 build.
+# aarch64; under qemu-aarch64 the tier-dependent test suites for three CPU models (NEON-only, dotprod, i8mm:
+# every tier's kernels execute) and the other suites once; under qemu-arm the armv7 suites (scalar kernels);
+# the no_std example, a stripped Pi 5 build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n=== %s (%s, %s free)\n' "$*" "$(date +%T)" "$(df -h --output=avail . | tail -n 1 | tr -d ' ')"; }
@@ -27,9 +28,9 @@ tests=(--lib --test tiers --test kernels --test bitexact --test hostile --test n
 a64=(-p resedge --target aarch64-unknown-linux-gnu)
 step "aarch64 test binaries (built once, run under three CPU models)"
 cargo test "${a64[@]}" "${tests[@]}" --no-run
-# The suite for one target and CPU model. kernels prints the tier it detected and the kernels it tests or
-# skips, bitexact prints the logit hashes; the full log is shown only on failure.
-suite() {
+# The suites that depend on the CPU's tier, for one target and CPU model. kernels prints the tier it detected
+# and the kernels it tests or skips, bitexact prints the logit hashes; the full log is shown only on failure.
+tier_suite() {
     local cpu=$1 log
     shift
     log=$(mktemp)
@@ -38,18 +39,27 @@ suite() {
         exit 1
     fi
     grep -E '^(kernel tier|tested|skipped|test result)|0x' "$log"
-    QEMU_CPU=$cpu cargo test "$@" --lib --test hostile --test no_alloc --test shipped_model --test zoo
+    # Every tier's kernels must run without allocating.
+    QEMU_CPU=$cpu cargo test "$@" --test no_alloc
     # The kernels on 1, 2 and 3 pool threads against the scalar reference (whole-model logits per thread
     # count are bitexact's, above; tiers' own model test repeats them at many times the cost under qemu).
     QEMU_CPU=$cpu cargo test "$@" --test tiers -- --skip model_logits_agree_across_tiers_and_threads
 }
+# Loaders, hostile files, the shipped model and the zoo: the same code on every tier of a target, so once
+# per target (on its most capable CPU model).
+rest_suite() {
+    QEMU_CPU=$1 cargo test "${@:2}" --lib --test hostile --test shipped_model --test zoo
+}
 for cpu in cortex-a53 cortex-a76 max; do
     step "tests under qemu-aarch64, QEMU_CPU=$cpu"
-    suite "$cpu" "${a64[@]}"
+    tier_suite "$cpu" "${a64[@]}"
 done
+rest_suite max "${a64[@]}"
 
 step "tests under qemu-arm (armv7, 32-bit Raspberry Pi OS: scalar kernels)"
-suite cortex-a15 -p resedge --target armv7-unknown-linux-gnueabihf
+armv7=(-p resedge --target armv7-unknown-linux-gnueabihf)
+tier_suite cortex-a15 "${armv7[@]}"
+rest_suite cortex-a15 "${armv7[@]}"
 
 step "no_std API example under qemu-aarch64 (NEON by target, dotprod and i8mm as passed by the caller)"
 for tier in "" dotprod i8mm; do
