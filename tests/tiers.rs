@@ -97,6 +97,9 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 64, (30, 27), 40, (3, 3), (1, 1), 1, (0, 1, 2, 2)),
         geom(1, 9, (33, 33), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
         geom(1, 256, (28, 28), 70, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // AVX2 takes Winograd from 14x14 outputs: at the threshold (channel blocks past 24), and just below.
+        geom(1, 24, (14, 14), 25, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 9, (15, 17), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
         // One column wide: a tile row starts every other lane, and row starts precede the chunk's first lane.
         geom(1, 8, (790, 1), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];

@@ -135,7 +135,7 @@ pub struct ConvPack {
     /// Bytes per plane element (4 for f32, 1 for int8).
     pub elem: usize,
     /// `wf` holds Winograd F(2x2, 3x3) weight transforms and the planes are those of the tile grid
-    /// (x86 AVX-512 f32, `x86::winograd`).
+    /// (x86 AVX-512 and AVX2 f32, `x86::winograd`).
     pub winograd: bool,
 }
 

@@ -29,7 +29,11 @@ pub const F32_CONV_AVX512: F32Conv = F32Conv {
 pub const F32_CONV_AVX2: F32Conv = F32Conv {
     supports,
     pack: pack_avx2,
-    run: |g, pack, p, x, r, y, s, par| run((no_prep, tile_avx2, copy_row), g, pack, x, r, p.clamp, y, s, par),
+    run: |g, pack, p, x, r, y, s, par| {
+        let (prep, task): (PrepFn, TaskFn) =
+            if pack.winograd { (winograd::input_tile_avx2, winograd::task_avx2) } else { (no_prep, tile_avx2) };
+        run((prep, task, copy_row_avx2), g, pack, x, r, p.clamp, y, s, par)
+    },
 };
 
 const MR: usize = 8;
@@ -41,7 +45,7 @@ fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
 }
 
 fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
-    if winograd::suits(g) {
+    if winograd::suits(g, winograd::MIN_HW) {
         return winograd::pack(g, p);
     }
     let Some((w, s)) = row_shape(g) else { return pack(g, p, 32) };
@@ -67,6 +71,9 @@ fn tile_avx512(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
 const MR_AVX2: usize = 6;
 
 fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
+    if winograd::suits(g, winograd::MIN_HW_AVX2) {
+        return winograd::pack_avx2(g, p);
+    }
     let mut pack = ConvPack::new(g, MR_AVX2, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
     pack
@@ -131,6 +138,29 @@ unsafe fn copy_row_avx512(dst: &mut [f32], src: &[f32], sw: usize) {
             _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask(dst.len() - i), v);
         }
     }
+}
+
+/// [`copy_row`], with stride 2 as a vector deinterleave of 16 elements into 8 (the tail scalar).
+///
+/// # Safety
+/// AVX2 available.
+#[target_feature(enable = "avx2")]
+unsafe fn copy_row_avx2(dst: &mut [f32], src: &[f32], sw: usize) {
+    if sw != 2 {
+        return copy_row(dst, src, sw);
+    }
+    let whole = dst.len().min(src.len() / 16 * 8) / 8 * 8;
+    for i in (0..whole).step_by(8) {
+        // SAFETY: 2i + 16 <= src.len() and i + 8 <= dst.len().
+        unsafe {
+            let (a, b) = (_mm256_loadu_ps(src.as_ptr().add(2 * i)), _mm256_loadu_ps(src.as_ptr().add(2 * i + 8)));
+            // Even lanes of each 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order.
+            let even = _mm256_shuffle_ps::<0x88>(a, b);
+            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(even)));
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
+        }
+    }
+    copy_row(&mut dst[whole..], &src[2 * whole..], 2);
 }
 
 #[allow(clippy::too_many_arguments)]
