@@ -5,8 +5,8 @@ use super::memory::ALIGN;
 use super::{Plan, StepKind, Value, ValueType};
 use crate::error::{Error, Result};
 use crate::graph::QParams;
-use crate::kernels::packed::{Parallel, Scratch};
-use crate::kernels::{F32ConvParams, QConvParams, Requant};
+use crate::kernels::packed::{share, Parallel, Scratch, Shared};
+use crate::kernels::{ConvGeom, F32ConvParams, QConvParams, Requant};
 use core::ops::Range;
 use std::prelude::v1::*;
 
@@ -178,6 +178,35 @@ fn requant<'q>(o: &'q super::steps::QOut) -> Requant<'q> {
     Requant { multiplier: &o.multiplier, shift: &o.shift, zero_point: o.zero_point, lo: o.lo, hi: o.hi }
 }
 
+/// Outputs below this many elements are pooled by the calling thread alone.
+const PARALLEL_POOL: usize = 1 << 15;
+
+/// Runs a pooling kernel, whose planes are independent, on a share of the `n · c` planes per worker (each
+/// share as one image of its channels): the same kernel computes every output, so the bits do not depend on
+/// the worker count. ResNet's stem pool took 3.5% of ResNet-18 on two threads when it ran on one.
+fn by_planes<T: Copy + Sync>(
+    g: &ConvGeom,
+    x: &[T],
+    y: &mut [T],
+    par: &dyn Parallel,
+    f: &fn(&ConvGeom, &[T], &mut [T]),
+) {
+    let planes = g.n * g.c_in;
+    let parts = if y.len() < PARALLEL_POOL { 1 } else { planes.min(par.workers()) };
+    if parts <= 1 {
+        return f(g, x, y);
+    }
+    let (hw_in, hw_out) = (g.h_in * g.w_in, g.h_out * g.w_out);
+    let out = Shared(y.as_mut_ptr());
+    par.run(parts, &|_, i| {
+        let ch = share(planes, parts, i);
+        let sub = ConvGeom { n: 1, c_in: ch.len(), c_out: ch.len(), groups: ch.len(), ..*g };
+        // SAFETY: the parts' plane ranges are disjoint and inside y.
+        let ys = unsafe { core::slice::from_raw_parts_mut(out.get().add(ch.start * hw_out), ch.len() * hw_out) };
+        f(&sub, &x[ch.start * hw_in..ch.end * hw_in], ys)
+    });
+}
+
 fn run_step(
     kind: &StepKind<'_>,
     x: &[u8],
@@ -198,8 +227,8 @@ fn run_step(
             let res = has_second.then(|| i8s(r));
             (f.run)(geom, pack, &p, i8s(x), res, i8s_mut(y), scratch, par)
         }
-        StepKind::MaxPool { f, geom } => f(geom, f32s(x), f32s_mut(y)),
-        StepKind::QMaxPool { f, geom } => f(geom, i8s(x), i8s_mut(y)),
+        StepKind::MaxPool { f, geom } => by_planes(geom, f32s(x), f32s_mut(y), par, f),
+        StepKind::QMaxPool { f, geom } => by_planes(geom, i8s(x), i8s_mut(y), par, f),
         StepKind::AvgPool { f, geom, count_include_pad } => f(geom, *count_include_pad, f32s(x), f32s_mut(y)),
         StepKind::QAvgPool { f, geom, x_zp, out } => f(geom, *x_zp, &requant(out), i8s(x), i8s_mut(y)),
         StepKind::Gap { f, hw } => f(*hw, f32s(x), f32s_mut(y)),
