@@ -90,7 +90,7 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 16, (13, 13), 64, (1, 1), (2, 2), 1, (0, 0, 0, 0)),
         geom(1, 32, (9, 9), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
         geom(2, 16, (8, 9), 40, (3, 3), (1, 1), 1, (1, 1, 1, 0)),
-        // 3x3 stride 1 with >= 28x28 outputs (Winograd on AVX-512): odd output sizes (one-column and one-row
+        // 3x3 stride 1 with >= 28x28 outputs (Winograd on both tiers): odd output sizes (one-column and one-row
         // tiles), channel blocks past 8 and 32, asymmetric and no padding, batch 2, the largest channels.
         geom(1, 8, (28, 28), 17, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(2, 13, (29, 31), 33, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
