@@ -11,7 +11,8 @@
 //! constant element offset from the output position on a grid `q = oy·wg + ox` (stride and dilation
 //! included), so a run of grid positions reads contiguous memory: one vector load per tap, no im2col copy,
 //! no bounds checks. The grid is `wg - w_out` columns wider than the output; those lanes are computed and
-//! dropped ([`ConvPack::chunks`] lists which lanes are real and where they go).
+//! dropped ([`ConvPack::chunks`] lists which lanes are real and where they go), or the AVX2 kernels skip
+//! them by tiling runs within rows ([`ConvPack::row_runs`]).
 //!
 //! Weights are packed once into blocks of `mr` output channels (zero rows pad the last block) and the
 //! reduction is padded to a multiple of `kgroup` with zero weights (pointing at offset 0).
@@ -121,6 +122,9 @@ pub struct ConvPack {
     pub offsets: Vec<u32>,
     /// One entry per 16 grid positions, `tiles · nr / 16` entries.
     pub chunks: Vec<Chunk>,
+    /// Grid position of each 8-lane vector, two per tile, when the tiles are runs within output rows
+    /// ([`ConvPack::row_runs`]); empty: vector `v` of tile `t` starts at position `16t + 8v`.
+    pub starts: Vec<u32>,
     /// f32 weights `[m/mr][kp][mr]` and bias `[m]`.
     pub wf: Vec<f32>,
     pub bf: Vec<f32>,
@@ -209,6 +213,40 @@ impl ConvPack {
             elem,
             ..ConvPack::default()
         }
+    }
+
+    /// Re-tiles a 16-position pack as pairs of 8-lane vectors that each hold one run of at most 8 outputs of
+    /// a row (rows split evenly: 14 = 7 + 7), where that takes fewer tiles than the contiguous grid, whose
+    /// runs of 16 carry the grid's padding columns: an 8x8 output of a 3x3 convolution is 64 real lanes of
+    /// 80 on its 10-wide grid, and of 64 in rows. A tile's real lanes still map to consecutive outputs.
+    pub fn row_runs(&mut self, g: &ConvGeom) {
+        let Some(pl) = self.planes.as_mut() else { return };
+        let per_row = g.w_out.div_ceil(8);
+        let vectors = g.h_out * per_row;
+        if self.nr != 16 || pl.cgroup != 1 || vectors.div_ceil(2) >= self.tiles {
+            return;
+        }
+        // (grid position, output index, length) of each run, in output order; an odd count ends with an
+        // empty run that reads the last one's memory.
+        let mut runs: Vec<(usize, usize, usize)> = (0..vectors)
+            .map(|v| {
+                let (oy, j) = (v / per_row, v % per_row);
+                let (ox, end) = (g.w_out * j / per_row, g.w_out * (j + 1) / per_row);
+                (oy * pl.wg + ox, oy * g.w_out + ox, end - ox)
+            })
+            .collect();
+        if vectors % 2 == 1 {
+            runs.push((runs[vectors - 1].0, 0, 0));
+        }
+        let lanes = |n: usize| (1u16 << n) - 1;
+        self.chunks = runs
+            .chunks_exact(2)
+            .map(|r| Chunk { mask: lanes(r[0].2) | lanes(r[1].2) << 8, start: r[0].1 as u32 })
+            .collect();
+        self.starts = runs.iter().map(|r| r.0 as u32).collect();
+        self.tiles = self.chunks.len();
+        let max_off = self.offsets.iter().copied().max().unwrap_or(0) as usize;
+        pl.len = pl.len.max(max_off + self.starts.iter().copied().max().unwrap_or(0) as usize + 8);
     }
 
     /// Whether the packed weights replace the OIHW ones: the planner then drops those, and the kernel must

@@ -1,7 +1,8 @@
 //! f32 blocked convolution, AVX-512 and AVX2 + FMA. Weights `[m/mr][kp][mr]`; a task is `mr` output channels
 //! x one tile of grid positions (AVX-512: 8 x 32, 16 accumulators, two vectors per row; AVX2: 6 x 16, 12
 //! accumulators). Bias starts the sums; residual and clamp are applied to the real lanes before the store
-//! (AVX2: compressed to the front with a lane permutation, then a masked store).
+//! (AVX2: compressed to the front with a lane permutation, then a masked store). AVX2 tiles are two 8-lane
+//! runs within output rows instead where that wastes fewer lanes ([`ConvPack::row_runs`]: 8x8 outputs).
 //!
 //! Small outputs (7, 14 or 28 columns: ResNet stages 2-4 at 224x224) waste a tile's padding lanes, up to
 //! a quarter of them at 7x7, so AVX-512 turns the tile around there ("row" kernel): output channels in the
@@ -76,6 +77,7 @@ fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     }
     let mut pack = ConvPack::new(g, MR_AVX2, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
+    pack.row_runs(g);
     pack
 }
 
@@ -362,13 +364,18 @@ unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
             *acc = [_mm256_set1_ps(b); 2];
         }
     }
-    // SAFETY: as in tile_avx512, with 16 grid positions per tile.
+    let (s0, s1) = match p.starts.get(2 * t..2 * t + 2) {
+        Some(&[a, b]) => (a as usize, b as usize),
+        _ => (t * 16, t * 16 + 8),
+    };
+    // SAFETY: as in tile_avx512, with 16 grid positions per tile, or two runs (ConvPack::row_runs sized the
+    // planes for them).
     unsafe {
-        let src = c.planes.get().add(t * 16) as *const f32;
+        let (src0, src1) = (c.planes.get().add(s0) as *const f32, c.planes.get().add(s1) as *const f32);
         let w = p.wf.as_ptr().add(blk * kp * MR_AVX2);
         for k in 0..kp {
-            let s = src.add(*p.offsets.get_unchecked(k) as usize);
-            let (b0, b1) = (_mm256_loadu_ps(s), _mm256_loadu_ps(s.add(8)));
+            let off = *p.offsets.get_unchecked(k) as usize;
+            let (b0, b1) = (_mm256_loadu_ps(src0.add(off)), _mm256_loadu_ps(src1.add(off)));
             let wk = w.add(k * MR_AVX2);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = _mm256_set1_ps(*wk.add(r));

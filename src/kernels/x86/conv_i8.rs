@@ -67,6 +67,7 @@ fn pack_avx2(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     let mut pack = ConvPack::new(g, MR, 16, 2, 1);
     pack.wq16 = pack.pack_i8(g.c_out, 2, p.weight, p.bias, p.x_zero_point);
     pack.panel_bytes = pack.kp * 16 * 2;
+    pack.row_runs(g);
     pack
 }
 
@@ -422,13 +423,29 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: u
 #[target_feature(enable = "avx2")]
 unsafe fn panel_avx2(c: &Ctx<'_>, w: usize, t: usize) {
     let p = c.pack;
-    // SAFETY: rows are read inside the planes (ConvPack::new), the panel holds kp * 32 bytes.
+    // SAFETY: rows are read inside the planes (ConvPack::new, or ConvPack::row_runs for two runs), the panel
+    // holds kp * 32 bytes.
     unsafe {
-        let src = c.planes.get().add(t * 16) as *const u8;
+        let planes = c.planes.get() as *const u8;
         let dst = c.panels.get().add(w * panel_stride(p)) as *mut __m256i;
+        let runs = match p.starts.get(2 * t..2 * t + 2) {
+            Some(&[a, b]) => Some((planes.add(a as usize), planes.add(b as usize))),
+            _ => None,
+        };
+        let src = planes.add(t * 16);
         for g2 in 0..p.kp / 2 {
             let o = p.offsets.as_ptr().add(g2 * 2);
-            let ld = |j: usize| _mm256_cvtepu8_epi16(_mm_loadu_si128(src.add(*o.add(j) as usize) as *const __m128i));
+            let bytes = |j: usize| {
+                let off = *o.add(j) as usize;
+                match runs {
+                    Some((a, b)) => _mm_unpacklo_epi64(
+                        _mm_loadl_epi64(a.add(off) as *const __m128i),
+                        _mm_loadl_epi64(b.add(off) as *const __m128i),
+                    ),
+                    None => _mm_loadu_si128(src.add(off) as *const __m128i),
+                }
+            };
+            let ld = |j: usize| _mm256_cvtepu8_epi16(bytes(j));
             let (a, b) = (ld(0), ld(1));
             let (lo, hi) = (_mm256_unpacklo_epi16(a, b), _mm256_unpackhi_epi16(a, b));
             _mm256_storeu_si256(dst.add(g2 * 2), _mm256_permute2x128_si256(lo, hi, 0x20));
