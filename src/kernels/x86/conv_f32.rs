@@ -10,8 +10,8 @@
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
 use super::avx2::{compress, first, store_first, tile_halves, Half};
-use super::{drive, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
-use crate::kernels::packed::{fill_planes_with, ConvPack, Parallel};
+use super::{drive, fill, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
+use crate::kernels::packed::{ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
 use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::x86_64::*;
@@ -23,7 +23,7 @@ pub const F32_CONV_AVX512: F32Conv = F32Conv {
     run: |g, pack, p, x, r, y, s, par| {
         let (prep, task): (PrepFn, TaskFn) =
             if pack.winograd { (winograd::input_tile, winograd::task) } else { (no_prep, tile_avx512) };
-        run((prep, task, copy_row_avx512), g, pack, x, r, p.clamp, y, s, par)
+        run((prep, task), g, pack, x, r, p.clamp, y, s, par)
     },
 };
 /// AVX2 + FMA f32 convolution (tier `avx2`).
@@ -33,7 +33,7 @@ pub const F32_CONV_AVX2: F32Conv = F32Conv {
     run: |g, pack, p, x, r, y, s, par| {
         let (prep, task): (PrepFn, TaskFn) =
             if pack.winograd { (winograd::input_tile_avx2, winograd::task_avx2) } else { (no_prep, tile_avx2) };
-        run((prep, task, copy_row_avx2), g, pack, x, r, p.clamp, y, s, par)
+        run((prep, task), g, pack, x, r, p.clamp, y, s, par)
     },
 };
 
@@ -104,70 +104,11 @@ type PrepFn = unsafe fn(&Ctx<'_>, usize, usize);
 /// One task: `ctx, worker, tile, weight block`.
 type TaskFn = unsafe fn(&Ctx<'_>, usize, usize, usize);
 
-/// Writes one plane row: `dst[i] = src[i · sw]`.
-type RowFn = unsafe fn(&mut [f32], &[f32], usize);
-
 fn no_prep(_: &Ctx<'_>, _: usize, _: usize) {}
-
-fn copy_row(dst: &mut [f32], src: &[f32], sw: usize) {
-    if sw == 1 {
-        return dst.copy_from_slice(&src[..dst.len()]);
-    }
-    for (d, &s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
-        *d = s;
-    }
-}
-
-/// [`copy_row`], with stride 2 (the phase planes of stride-2 and Winograd layers) as a vector
-/// deinterleave.
-///
-/// # Safety
-/// AVX-512F available.
-#[target_feature(enable = "avx512f")]
-unsafe fn copy_row_avx512(dst: &mut [f32], src: &[f32], sw: usize) {
-    if sw != 2 {
-        return copy_row(dst, src, sw);
-    }
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let mask = |n: usize| ((1u32 << n.min(16)) - 1) as u16;
-    for i in (0..dst.len()).step_by(16) {
-        let left = src.len().saturating_sub(2 * i);
-        // SAFETY: the masked loads read only src's elements from 2i on, the store only dst's from i on.
-        unsafe {
-            let a = _mm512_maskz_loadu_ps(mask(left), src.as_ptr().add(2 * i));
-            let b = _mm512_maskz_loadu_ps(mask(left.saturating_sub(16)), src.as_ptr().add(2 * i + 16));
-            let v = _mm512_permutex2var_ps(a, even, b);
-            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), mask(dst.len() - i), v);
-        }
-    }
-}
-
-/// [`copy_row`], with stride 2 as a vector deinterleave of 16 elements into 8 (the tail scalar).
-///
-/// # Safety
-/// AVX2 available.
-#[target_feature(enable = "avx2")]
-unsafe fn copy_row_avx2(dst: &mut [f32], src: &[f32], sw: usize) {
-    if sw != 2 {
-        return copy_row(dst, src, sw);
-    }
-    let whole = dst.len().min(src.len() / 16 * 8) / 8 * 8;
-    for i in (0..whole).step_by(8) {
-        // SAFETY: 2i + 16 <= src.len() and i + 8 <= dst.len().
-        unsafe {
-            let (a, b) = (_mm256_loadu_ps(src.as_ptr().add(2 * i)), _mm256_loadu_ps(src.as_ptr().add(2 * i + 8)));
-            // Even lanes of each 128-bit half: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs in order.
-            let even = _mm256_shuffle_ps::<0x88>(a, b);
-            let v = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(even)));
-            _mm256_storeu_ps(dst.as_mut_ptr().add(i), v);
-        }
-    }
-    copy_row(&mut dst[whole..], &src[2 * whole..], 2);
-}
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    (prep, task, copy): (PrepFn, TaskFn, RowFn),
+    (prep, task): (PrepFn, TaskFn),
     g: &ConvGeom,
     pack: &ConvPack,
     x: &[f32],
@@ -209,11 +150,8 @@ fn run(
                     ch.len() * pl.per_channel(),
                 )
             };
-            fill_planes_with(&pg, &pl, xn, ch, 0.0, out, |dst, src, sw| {
-                let src = src[0].expect("channel groups of one hold their channel");
-                // SAFETY: the registry lists each kernel under the tier that provides its features.
-                unsafe { copy(dst, src, sw) }
-            });
+            // SAFETY: both tiers have AVX2.
+            unsafe { fill::fill_f32(&pg, &pl, xn, ch, out) }
         };
         // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
         // touches panel w. Winograd tiles go tile-major: a tile's transformed input serves all blocks.

@@ -13,6 +13,7 @@ mod avx2;
 mod conv_f32;
 mod conv_i8;
 mod eltwise;
+mod fill;
 mod pool;
 mod quantize;
 mod winograd;
