@@ -61,6 +61,9 @@ fn float_models_match_onnx_runtime_and_tract() {
         let unfolded = import(name, false);
         assert!(folded.graph.nodes.len() < unfolded.graph.nodes.len(), "{name}: folding removed nothing");
         assert!(!folded.graph.nodes.iter().any(|n| n.op.name() == "BatchNorm"), "{name}: a batchnorm was left");
+        // Every residual add runs in its conv's epilogue, the option-A shortcuts' included.
+        let plan = resedge::Plan::new(&folded, &Default::default()).unwrap();
+        assert!(!plan.steps.iter().any(|s| s.op == "Add"), "{name}: a residual add was left unfused");
         let ours = run(&folded, &x);
         let ours_unfolded = run_as_stored(&unfolded, &x);
         let shape = [&[1usize][..], &folded.graph.input.shape].concat();

@@ -121,15 +121,17 @@ pub fn fuse_residual_add(m: &mut Model<'_>) {
         }
         let (activation, add_name) = (*activation, add.name.clone());
         // Prefer the later-produced conv: the residual then is already computed when the conv runs.
-        let pos = |v: &str| m.graph.producer(v).map_or(-1, |p| p as isize);
-        let (first, second) = if pos(a) >= pos(b) { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
+        let pos = |m: &Model<'_>, v: &str| m.graph.producer(v).map_or(-1, |p| p as isize);
+        let (first, second) = if pos(m, a) >= pos(m, b) { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) };
         let mut fused = false;
         for (conv_v, res_v) in [(&first, &second), (&second, &first)] {
+            let Some(ci) = m.graph.producer(conv_v) else { continue };
+            hoist_before(m, res_v, ci);
             let Some(ci) = m.graph.producer(conv_v) else { continue };
             let ok = matches!(m.graph.nodes[ci].op, Op::Conv { residual: false, activation: Activation::None, .. })
                 && m.graph.nodes[ci].output_q.is_none()
                 && single_use(m, conv_v)
-                && pos(res_v) < ci as isize;
+                && pos(m, res_v) < ci as isize;
             if !ok {
                 continue;
             }
@@ -148,6 +150,18 @@ pub fn fuse_residual_add(m: &mut Model<'_>) {
         if !fused {
             i += 1;
         }
+    }
+}
+
+/// Moves the producer of `value` to just before node `at` when it comes after it but all its own inputs
+/// come before: ONNX exports put a ResNet's option-A shortcut (slice + pad) after the block's second conv, and
+/// the residual must exist when the conv runs for the add to fuse into it.
+fn hoist_before(m: &mut Model<'_>, value: &str, at: usize) {
+    let Some(p) = m.graph.producer(value).filter(|&p| p > at) else { return };
+    let ready = m.graph.nodes[p].inputs.iter().all(|v| m.graph.producer(v).is_none_or(|q| q < at));
+    if ready {
+        let node = m.graph.nodes.remove(p);
+        m.graph.nodes.insert(at, node);
     }
 }
 
