@@ -249,6 +249,11 @@ impl ConvPack {
         pl.len = pl.len.max(max_off + self.starts.iter().copied().max().unwrap_or(0) as usize + 8);
     }
 
+    /// Grid position of 8-lane vector `v` (0 or 1) of 16-position tile `t`.
+    pub fn run_start(&self, t: usize, v: usize) -> usize {
+        self.starts.get(2 * t + v).map_or(16 * t + 8 * v, |&s| s as usize)
+    }
+
     /// Whether the packed weights replace the OIHW ones: the planner then drops those, and the kernel must
     /// not read `weight` from its parameters.
     pub fn holds_weights(&self) -> bool {

@@ -302,10 +302,7 @@ unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
             *acc = [_mm256_set1_ps(b); 2];
         }
     }
-    let (s0, s1) = match p.starts.get(2 * t..2 * t + 2) {
-        Some(&[a, b]) => (a as usize, b as usize),
-        _ => (t * 16, t * 16 + 8),
-    };
+    let (s0, s1) = (p.run_start(t, 0), p.run_start(t, 1));
     // SAFETY: as in tile_avx512, with 16 grid positions per tile, or two runs (ConvPack::row_runs sized the
     // planes for them).
     unsafe {

@@ -64,7 +64,14 @@ pub(super) fn pack(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
 
 /// The AVX2 pack ([`pack_with`]).
 pub(super) fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
-    pack_with(g, p, MB_AVX2, NR_AVX2)
+    let mut pack = pack_with(g, p, MB_AVX2, NR_AVX2);
+    // Tile rows that are whole vectors (16x16 outputs: 8 tiles on a 9-wide grid) go as runs, 64 real
+    // lanes of 64 instead of 80; a shorter run's vector would cover tiles of the next row too.
+    let tg = tile_geom(g);
+    if tg.w_out.is_multiple_of(8) {
+        pack.row_runs(&tg);
+    }
+    pack
 }
 
 /// Planes and lane tables of the tile grid, weights `U = G g Gᵀ` in blocks of `mb` channels, and per-worker
@@ -299,11 +306,11 @@ pub(super) unsafe fn input_tile_avx2(c: &Ctx<'_>, w: usize, t: usize) {
     let cin = c.c_in;
     // SAFETY: as in input_tile, with NR_AVX2 positions per tile.
     unsafe {
-        let src = c.planes.get().add(t * NR_AVX2) as *const f32;
+        let src = [0, 1].map(|h| c.planes.get().add(c.pack.run_start(t, h)) as *const f32);
         for ch in 0..cin {
             let off = c.pack.offsets.as_ptr().add(ch * 16);
-            for h in 0..NR_AVX2 / 8 {
-                let d = |i: usize| _mm256_loadu_ps(src.add(*off.add(i) as usize + 8 * h));
+            for (h, &src) in src.iter().enumerate() {
+                let d = |i: usize| _mm256_loadu_ps(src.add(*off.add(i) as usize));
                 let put = |xi: usize, val| _mm256_storeu_ps(v.add((xi * cin + ch) * NR_AVX2 + 8 * h), val);
                 input_transform(d, |a, b| _mm256_add_ps(a, b), |a, b| _mm256_sub_ps(a, b), put);
             }
@@ -361,7 +368,7 @@ pub(super) unsafe fn task_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
             let mx = |xi: usize| unsafe { _mm256_loadu_ps(m.add((xi * MB_AVX2 + r) * NR_AVX2 + 8 * h)) };
             let y = output_transform(mx, bias, |a, b| _mm256_add_ps(a, b), |a, b| _mm256_sub_ps(a, b));
             // SAFETY: the half's real lanes are tiles of this image; oc < m.
-            unsafe { store_avx2(c, oc, t * NR_AVX2 + 8 * h, y) };
+            unsafe { store_avx2(c, oc, p.run_start(t, h), y) };
         }
     }
 }
@@ -371,7 +378,7 @@ pub(super) unsafe fn task_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
 /// run is stored in pieces ([`store_first`]), as AVX2 has no masked store that AMD runs fast.
 ///
 /// # Safety
-/// AVX2 available; `oc` < m; `first` is a multiple of 8 inside the tile grid of the current image.
+/// AVX2 available; `oc` < m; `first` inside the tile grid of the current image.
 #[target_feature(enable = "avx2")]
 unsafe fn store_avx2(c: &Ctx<'_>, oc: usize, first: usize, y: [[__m256; 2]; 2]) {
     let (th, tw, wg) = (c.h_out.div_ceil(2), c.w_out.div_ceil(2), c.wg);
