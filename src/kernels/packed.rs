@@ -81,6 +81,16 @@ pub struct Planes {
 }
 
 impl Planes {
+    /// Rows of row phase `a` that read input rows (`r·sh + a - pad_t`); the others are padding.
+    pub fn valid_rows(&self, g: &ConvGeom, a: usize) -> Range<usize> {
+        let r0 = g.pad_t.saturating_sub(a).div_ceil(self.sh).min(self.hg);
+        r0..(g.h_in + g.pad_t).saturating_sub(a).div_ceil(self.sh).clamp(r0, self.hg)
+    }
+    /// Columns of column phase `b` that read input columns (`j·sw + b - pad_l`); the others are padding.
+    pub fn valid_cols(&self, g: &ConvGeom, b: usize) -> Range<usize> {
+        let first = g.pad_l.saturating_sub(b).div_ceil(self.sw).min(self.wg);
+        first..(g.w_in + g.pad_l).saturating_sub(b).div_ceil(self.sw).clamp(first, self.wg)
+    }
     /// Elements per plane.
     pub fn plane(&self) -> usize {
         self.hg * self.wg
@@ -406,9 +416,7 @@ pub fn fill_planes_with<T: Copy, U: Copy>(
         for a in 0..p.pa {
             for b in 0..p.pb {
                 let dst = &mut out[(((grp - g0) * p.pa + a) * p.pb + b) * plane..][..plane];
-                // Plane column j reads input column j·sw + b - pad_l: the valid ones are a contiguous range.
-                let first = (g.pad_l.saturating_sub(b)).div_ceil(p.sw).min(p.wg);
-                let end = ((g.w_in + g.pad_l).saturating_sub(b)).div_ceil(p.sw).clamp(first, p.wg);
+                let Range { start: first, end } = p.valid_cols(g, b);
                 let row_of = |r: usize| (r * p.sh + a).checked_sub(g.pad_t).filter(|&y| y < g.h_in);
                 // Padding first, in one pass over the plane (per-row fills of one or two elements cost more
                 // than the copy on small layers); the rows' valid columns are overwritten below.

@@ -126,13 +126,16 @@ pub fn fuse_residual_add(m: &mut Model<'_>) {
         let mut fused = false;
         for (conv_v, res_v) in [(&first, &second), (&second, &first)] {
             let Some(ci) = m.graph.producer(conv_v) else { continue };
-            hoist_before(m, res_v, ci);
-            let Some(ci) = m.graph.producer(conv_v) else { continue };
-            let ok = matches!(m.graph.nodes[ci].op, Op::Conv { residual: false, activation: Activation::None, .. })
-                && m.graph.nodes[ci].output_q.is_none()
-                && single_use(m, conv_v)
-                && pos(m, res_v) < ci as isize;
-            if !ok {
+            let fusable =
+                matches!(m.graph.nodes[ci].op, Op::Conv { residual: false, activation: Activation::None, .. })
+                    && m.graph.nodes[ci].output_q.is_none()
+                    && single_use(m, conv_v);
+            if !fusable {
+                continue;
+            }
+            // The conv moves one place down if the residual's producer moves ahead of it.
+            let ci = if hoist_before(m, res_v, ci) { ci + 1 } else { ci };
+            if pos(m, res_v) >= ci as isize {
                 continue;
             }
             let conv = &mut m.graph.nodes[ci];
@@ -156,13 +159,15 @@ pub fn fuse_residual_add(m: &mut Model<'_>) {
 /// Moves the producer of `value` to just before node `at` when it comes after it but all its own inputs
 /// come before: ONNX exports put a ResNet's option-A shortcut (slice + pad) after the block's second conv, and
 /// the residual must exist when the conv runs for the add to fuse into it.
-fn hoist_before(m: &mut Model<'_>, value: &str, at: usize) {
-    let Some(p) = m.graph.producer(value).filter(|&p| p > at) else { return };
+/// Returns whether it moved.
+fn hoist_before(m: &mut Model<'_>, value: &str, at: usize) -> bool {
+    let Some(p) = m.graph.producer(value).filter(|&p| p > at) else { return false };
     let ready = m.graph.nodes[p].inputs.iter().all(|v| m.graph.producer(v).is_none_or(|q| q < at));
     if ready {
         let node = m.graph.nodes.remove(p);
         m.graph.nodes.insert(at, node);
     }
+    ready
 }
 
 /// Fuses a standalone activation into the conv / add / linear that feeds it (sole reader, no activation yet).

@@ -428,21 +428,18 @@ unsafe fn panel_avx2(c: &Ctx<'_>, w: usize, t: usize) {
     unsafe {
         let planes = c.planes.get() as *const u8;
         let dst = c.panels.get().add(w * panel_stride(p)) as *mut __m256i;
-        let runs = match p.starts.get(2 * t..2 * t + 2) {
-            Some(&[a, b]) => Some((planes.add(a as usize), planes.add(b as usize))),
-            _ => None,
-        };
-        let src = planes.add(t * 16);
+        let (s0, s1) = (p.run_start(t, 0), p.run_start(t, 1));
+        // Two runs, or one contiguous 16-byte load.
+        let (a, b, split) = (planes.add(s0), planes.add(s1), s1 != s0 + 8);
         for g2 in 0..p.kp / 2 {
             let o = p.offsets.as_ptr().add(g2 * 2);
             let bytes = |j: usize| {
                 let off = *o.add(j) as usize;
-                match runs {
-                    Some((a, b)) => _mm_unpacklo_epi64(
-                        _mm_loadl_epi64(a.add(off) as *const __m128i),
-                        _mm_loadl_epi64(b.add(off) as *const __m128i),
-                    ),
-                    None => _mm_loadu_si128(src.add(off) as *const __m128i),
+                if split {
+                    let half = |s: *const u8| _mm_loadl_epi64(s.add(off) as *const __m128i);
+                    _mm_unpacklo_epi64(half(a), half(b))
+                } else {
+                    _mm_loadu_si128(a.add(off) as *const __m128i)
                 }
             };
             let ld = |j: usize| _mm256_cvtepu8_epi16(bytes(j));

@@ -1,13 +1,13 @@
 //! The f32 phase-plane fill of the x86 kernels ([`crate::kernels::packed`] describes the planes), for both
 //! tiers (AVX-512 CPUs have AVX2). On small layers it costs as much as the padding lanes: the generic
-//! [`fill_planes_with`] (per row: the padding logic, an indirect call and a `memcpy`, after a zero pass over
+//! [`crate::kernels::packed::fill_planes_with`] (per row: the padding logic, an indirect call and a `memcpy`, after a zero pass over
 //! the whole plane) took 12% of ResNet-20 on Zen 3, 3.5 to 7 µs a layer for 6K to 18K elements. Here each
 //! plane row is a few vector stores whose lanes are an input element or padding by a load mask (masked-off
 //! lanes read as zero and touch no memory), and the masks, the same for every row of a plane, are made once
 //! per plane. A row's last store may spill into the next row, which is written after it.
 
 use super::avx2::store_first;
-use crate::kernels::packed::{fill_planes_with, Planes};
+use crate::kernels::packed::{fill_planes, Planes};
 use crate::kernels::ConvGeom;
 use core::arch::x86_64::*;
 use core::ops::Range;
@@ -21,14 +21,10 @@ const MAX_VECS: usize = 32;
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn fill_f32(g: &ConvGeom, pl: &Planes, x: &[f32], ch: Range<usize>, out: &mut [f32]) {
+    debug_assert_eq!(pl.cgroup, 1, "f32 planes hold one channel each");
     let (hw, plane, wg) = (g.h_in * g.w_in, pl.plane(), pl.wg);
-    if pl.cgroup != 1 || pl.sw > 2 || wg > 8 * MAX_VECS {
-        return fill_planes_with(g, pl, x, ch, 0.0, out, |dst, src, sw| {
-            let src = src[0].expect("channel groups of one hold their channel");
-            for (d, &s) in dst.iter_mut().zip(src.iter().step_by(sw)) {
-                *d = s;
-            }
-        });
+    if pl.sw > 2 || wg > 8 * MAX_VECS {
+        return fill_planes(g, pl, x, ch, |v| v, 0.0, out);
     }
     assert!(x.len() >= ch.end * hw && out.len() >= ch.len() * pl.per_channel());
     let vecs = wg.div_ceil(8);
@@ -41,13 +37,10 @@ pub(super) unsafe fn fill_f32(g: &ConvGeom, pl: &Planes, x: &[f32], ch: Range<us
     let mut masks = [_mm256_setzero_si256(); 2 * MAX_VECS];
     for (i, c) in ch.enumerate() {
         for a in 0..pl.pa {
-            // Plane rows [r0, r1) read input rows r·sh + a - pad_t, the others are padding.
-            let r0 = g.pad_t.saturating_sub(a).div_ceil(pl.sh).min(pl.hg);
-            let r1 = (g.h_in + g.pad_t).saturating_sub(a).div_ceil(pl.sh).clamp(r0, pl.hg);
+            let Range { start: r0, end: r1 } = pl.valid_rows(g, a);
             for b in 0..pl.pb {
-                // Plane columns [first, end) read input columns j·sw + b - pad_l.
-                let first = g.pad_l.saturating_sub(b).div_ceil(pl.sw).min(wg) as i32;
-                let end = (g.w_in + g.pad_l).saturating_sub(b).div_ceil(pl.sw).clamp(first as usize, wg) as i32;
+                let cols = pl.valid_cols(g, b);
+                let (first, end) = (cols.start as i32, cols.end as i32);
                 for (k, m) in masks[..pl.sw * vecs].iter_mut().enumerate() {
                     let lane = _mm256_add_epi32(_mm256_set1_epi32((k / pl.sw * 8) as i32), idx[k % pl.sw]);
                     let ge = _mm256_cmpgt_epi32(lane, _mm256_set1_epi32(first - 1));
