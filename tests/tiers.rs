@@ -100,6 +100,10 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         // AVX2 takes Winograd from 14x14 outputs: at the threshold (channel blocks past 24), and just below.
         geom(1, 24, (14, 14), 25, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 9, (15, 17), 8, (3, 3), (1, 1), 1, (0, 0, 0, 0)),
+        // Tile rows that are whole runs of 8 (row runs): 16x16 outputs (Winograd on AVX2, and AVX-512 on Zen 4)
+        // and 48x48 ones, whose 24-wide tile rows put runs of two rows into one 16-lane vector.
+        geom(2, 12, (16, 16), 33, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 8, (48, 48), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // One column wide: a tile row starts every other lane, and row starts precede the chunk's first lane.
         geom(1, 8, (790, 1), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];

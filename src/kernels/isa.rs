@@ -114,6 +114,25 @@ impl Isa {
     }
 }
 
+/// Whether this CPU runs 512-bit vector instructions as two 256-bit halves: AMD Zen 4 (family 19h; Zen 3, the
+/// same family, has no AVX-512). Its AVX-512 kernels then do per cycle what the AVX2 ones do, so plan-time
+/// choices tuned for full-width AVX-512 (where Winograd starts to pay) follow the AVX2 ones instead. Read
+/// from `cpuid`, so a machine always plans the same way; false off x86_64.
+pub(crate) fn splits_512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::__cpuid;
+        let (vendor, id) = (__cpuid(0), __cpuid(1));
+        // "AuthenticAMD"; the family is the base field plus the extended one when the base is 0xf.
+        let amd = (vendor.ebx, vendor.edx, vendor.ecx) == (0x6874_7541, 0x6974_6e65, 0x444d_4163);
+        let base = (id.eax >> 8) & 0xf;
+        let family = if base == 0xf { base + ((id.eax >> 20) & 0xff) } else { base };
+        amd && family == 0x19
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(all(target_arch = "aarch64", feature = "std"))]
 fn detect() -> Isa {
     if std::arch::is_aarch64_feature_detected!("i8mm") && std::arch::is_aarch64_feature_detected!("dotprod") {

@@ -11,6 +11,7 @@ pub mod registry;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
+pub(crate) use isa::splits_512;
 pub use registry::{Arch, Isa, Kernel, KernelFn};
 
 /// Geometry of a 2-D convolution (or a pooling window, with c_out = c_in = groups) over NCHW tensors.

@@ -132,8 +132,8 @@ pub struct ConvPack {
     pub offsets: Vec<u32>,
     /// One entry per 16 grid positions, `tiles · nr / 16` entries.
     pub chunks: Vec<Chunk>,
-    /// Grid position of each 8-lane vector, two per tile, when the tiles are runs within output rows
-    /// ([`ConvPack::row_runs`]); empty: vector `v` of tile `t` starts at position `16t + 8v`.
+    /// Grid position of each 8-lane run, `nr / 8` per tile, when the tiles are runs within output rows
+    /// ([`ConvPack::row_runs`]); empty: run `v` of tile `t` starts at position `nr · t + 8v`.
     pub starts: Vec<u32>,
     /// f32 weights `[m/mr][kp][mr]` and bias `[m]`.
     pub wf: Vec<f32>,
@@ -225,19 +225,21 @@ impl ConvPack {
         }
     }
 
-    /// Re-tiles a 16-position pack as pairs of 8-lane vectors that each hold one run of at most 8 outputs of
-    /// a row (rows split evenly: 14 = 7 + 7), where that takes fewer tiles than the contiguous grid, whose
-    /// runs of 16 carry the grid's padding columns: an 8x8 output of a 3x3 convolution is 64 real lanes of
-    /// 80 on its 10-wide grid, and of 64 in rows. A tile's real lanes still map to consecutive outputs.
+    /// Re-tiles a pack as runs of 8 lanes that each hold one run of at most 8 outputs of a row (rows split
+    /// evenly: 14 = 7 + 7), `nr / 8` runs per tile, where that takes fewer tiles than the contiguous grid,
+    /// whose runs of `nr` carry the grid's padding columns: an 8x8 output of a 3x3 convolution is 64 real
+    /// lanes of 80 on its 10-wide grid with 16-position tiles (96 with 32), and of 64 in rows. A tile's real
+    /// lanes still map to consecutive outputs.
     pub fn row_runs(&mut self, g: &ConvGeom) {
         let Some(pl) = self.planes.as_mut() else { return };
+        let per_tile = self.nr / 8;
         let per_row = g.w_out.div_ceil(8);
         let vectors = g.h_out * per_row;
-        if self.nr != 16 || pl.cgroup != 1 || vectors.div_ceil(2) >= self.tiles {
+        if !matches!(self.nr, 16 | 32) || pl.cgroup != 1 || vectors.div_ceil(per_tile) >= self.tiles {
             return;
         }
-        // (grid position, output index, length) of each run, in output order; an odd count ends with an
-        // empty run that reads the last one's memory.
+        // (grid position, output index, length) of each run, in output order; the last tile is completed
+        // with empty runs that read the last real one's memory.
         let mut runs: Vec<(usize, usize, usize)> = (0..vectors)
             .map(|v| {
                 let (oy, j) = (v / per_row, v % per_row);
@@ -245,23 +247,22 @@ impl ConvPack {
                 (oy * pl.wg + ox, oy * g.w_out + ox, end - ox)
             })
             .collect();
-        if vectors % 2 == 1 {
-            runs.push((runs[vectors - 1].0, 0, 0));
-        }
+        runs.resize(vectors.next_multiple_of(per_tile), (runs[vectors - 1].0, 0, 0));
         let lanes = |n: usize| (1u16 << n) - 1;
         self.chunks = runs
             .chunks_exact(2)
             .map(|r| Chunk { mask: lanes(r[0].2) | lanes(r[1].2) << 8, start: r[0].1 as u32 })
             .collect();
         self.starts = runs.iter().map(|r| r.0 as u32).collect();
-        self.tiles = self.chunks.len();
+        self.tiles = runs.len() / per_tile;
         let max_off = self.offsets.iter().copied().max().unwrap_or(0) as usize;
         pl.len = pl.len.max(max_off + self.starts.iter().copied().max().unwrap_or(0) as usize + 8);
     }
 
-    /// Grid position of 8-lane vector `v` (0 or 1) of 16-position tile `t`.
+    /// Grid position of 8-lane run `v` (below `nr / 8`) of tile `t`.
     pub fn run_start(&self, t: usize, v: usize) -> usize {
-        self.starts.get(2 * t + v).map_or(16 * t + 8 * v, |&s| s as usize)
+        let per_tile = self.nr / 8;
+        self.starts.get(per_tile * t + v).map_or(self.nr * t + 8 * v, |&s| s as usize)
     }
 
     /// Whether the packed weights replace the OIHW ones: the planner then drops those, and the kernel must

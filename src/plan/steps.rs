@@ -345,10 +345,11 @@ pub(super) fn build<'a>(model: &Model<'a>, opts: &PlanOptions) -> Result<Plan<'a
     #[cfg(not(feature = "std"))]
     let cores = Vec::new();
     log::info!(
-        "{}: kernel tier {} (this CPU: {}), {threads} thread(s){}",
+        "{}: kernel tier {} (this CPU: {}{}), {threads} thread(s){}",
         model.name,
         isa.name(),
         Isa::detect().name(),
+        if isa >= Isa::Avx512 && crate::kernels::splits_512() { ", 512-bit ops run as two halves" } else { "" },
         if cores.is_empty() { String::new() } else { format!(" on cores {cores:?}") }
     );
     let mut b = Builder { model, isa, keep_weights: opts.keep_weights, values: Vec::new(), by_name: BTreeMap::new() };

@@ -46,7 +46,7 @@ fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
 }
 
 fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
-    if winograd::suits(g, winograd::MIN_HW) {
+    if winograd::suits(g, winograd::min_hw_avx512()) {
         return winograd::pack(g, p);
     }
     let Some((w, s)) = row_shape(g) else { return pack(g, p, 32) };

@@ -11,6 +11,8 @@
 //! - Weights `U = G g Gᵀ` are transformed once at pack time, `[m/32][16][c][32]`.
 //! - AVX2 is the same scheme at half the width: tiles of 16 grid positions, tasks of 24 output channels as
 //!   four 6x16 register tiles (the direct AVX2 kernel's), transforms in 8-lane pieces.
+//! - Both take tile rows that are whole runs of 8 as row runs ([`ConvPack::row_runs`]); the transforms
+//!   read and write each run of 8 lanes at its own grid position ([`row_pieces`]).
 //!
 //! Rounding differs from direct summation by a few ulps of the partial sums: within the f32 tolerance.
 
@@ -52,6 +54,17 @@ pub(super) fn suits(g: &ConvGeom, min_hw: usize) -> bool {
 pub(super) const MIN_HW: usize = 28 * 28;
 pub(super) const MIN_HW_AVX2: usize = 14 * 14;
 
+/// [`MIN_HW`], or where 512-bit instructions run as two halves (Zen 4: the direct AVX-512 kernel is no
+/// faster than the AVX2 one) [`MIN_HW_AVX2`]: on Zen 4 that took ResNet-18's 14x14x256 layers from 2.05 to
+/// 1.50 ms and CIFAR's 16x16 stage from 0.050 to 0.039 ms a layer.
+pub(super) fn min_hw_avx512() -> usize {
+    if crate::kernels::splits_512() {
+        MIN_HW_AVX2
+    } else {
+        MIN_HW
+    }
+}
+
 /// The tile grid as a 4x4 stride-2 convolution over the input: one "output" per 2x2 output tile.
 pub(super) fn tile_geom(g: &ConvGeom) -> ConvGeom {
     ConvGeom { h_out: g.h_out.div_ceil(2), w_out: g.w_out.div_ceil(2), kh: 4, kw: 4, stride_h: 2, stride_w: 2, ..*g }
@@ -64,20 +77,19 @@ pub(super) fn pack(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
 
 /// The AVX2 pack ([`pack_with`]).
 pub(super) fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
-    let mut pack = pack_with(g, p, MB_AVX2, NR_AVX2);
-    // Tile rows that are whole vectors (16x16 outputs: 8 tiles on a 9-wide grid) go as runs, 64 real
-    // lanes of 64 instead of 80; a shorter run's vector would cover tiles of the next row too.
-    let tg = tile_geom(g);
-    if tg.w_out.is_multiple_of(8) {
-        pack.row_runs(&tg);
-    }
-    pack
+    pack_with(g, p, MB_AVX2, NR_AVX2)
 }
 
 /// Planes and lane tables of the tile grid, weights `U = G g Gᵀ` in blocks of `mb` channels, and per-worker
-/// panels for `V` and `M` of `nr` grid positions.
+/// panels for `V` and `M` of `nr` grid positions. Tile rows that are whole runs of 8 (16x16 outputs: 8 tiles
+/// on a 9-wide grid) go as row runs, 64 real lanes of 64 instead of 80 (AVX2) or 96 (AVX-512); a shorter run's 8 lanes
+/// would cover tiles of the next row too.
 fn pack_with(g: &ConvGeom, p: &F32ConvParams<'_>, mb: usize, nr: usize) -> ConvPack {
-    let mut pack = ConvPack::new(&tile_geom(g), mb, nr, 1, 4);
+    let tg = tile_geom(g);
+    let mut pack = ConvPack::new(&tg, mb, nr, 1, 4);
+    if tg.w_out.is_multiple_of(8) {
+        pack.row_runs(&tg);
+    }
     let c = g.c_in;
     pack.wf = vec![0.0; pack.blocks(g.c_out) * 16 * c * mb];
     for (oc, kernel) in p.weight.chunks_exact(c * 9).enumerate() {
@@ -163,7 +175,8 @@ fn panel(c: &Ctx<'_>, w: usize) -> (*mut f32, *mut f32) {
     }
 }
 
-/// Builds `V = Bᵀ d B` of tile `t`'s 32 grid positions, every channel, into worker `w`'s panel.
+/// Builds `V = Bᵀ d B` of tile `t`'s 32 grid positions, every channel, into worker `w`'s panel. Each 16-lane
+/// piece is one load, or two 8-lane ones where it holds two row runs.
 ///
 /// # Safety
 /// AVX-512F available; the pack is [`pack`]'s; the planes of the current image are filled; `w` < workers.
@@ -171,14 +184,24 @@ fn panel(c: &Ctx<'_>, w: usize) -> (*mut f32, *mut f32) {
 pub(super) unsafe fn input_tile(c: &Ctx<'_>, w: usize, t: usize) {
     let (v, _) = panel(c, w);
     let cin = c.c_in;
-    // SAFETY: ConvPack::new sized the planes so that offsets + (t + 1) · NR stays inside; V holds
-    // 16 · cin · NR floats.
+    let plane = c.planes.get() as *const f32;
+    // SAFETY: ConvPack::new (or row_runs) sized the planes so that offsets + 8 past every run start stays
+    // inside; V holds 16 · cin · NR floats.
     unsafe {
-        let src = c.planes.get().add(t * NR) as *const f32;
-        for ch in 0..cin {
-            let off = c.pack.offsets.as_ptr().add(ch * 16);
-            for h in 0..NR / 16 {
-                let d = |i: usize| _mm512_loadu_ps(src.add(*off.add(i) as usize + 16 * h));
+        for h in 0..NR / 16 {
+            let (s0, s1) = (c.pack.run_start(t, 2 * h), c.pack.run_start(t, 2 * h + 1));
+            let (src0, src1) = (plane.add(s0), plane.add(s1));
+            for ch in 0..cin {
+                let off = c.pack.offsets.as_ptr().add(ch * 16);
+                let d = |i: usize| {
+                    let o = *off.add(i) as usize;
+                    if s1 == s0 + 8 {
+                        _mm512_loadu_ps(src0.add(o))
+                    } else {
+                        let lo = _mm512_castps256_ps512(_mm256_loadu_ps(src0.add(o)));
+                        _mm512_insertf32x8::<1>(lo, _mm256_loadu_ps(src1.add(o)))
+                    }
+                };
                 let put = |xi: usize, val| _mm512_storeu_ps(v.add((xi * cin + ch) * NR + 16 * h), val);
                 input_transform(d, |a, b| _mm512_add_ps(a, b), |a, b| _mm512_sub_ps(a, b), put);
             }
@@ -227,71 +250,76 @@ pub(super) unsafe fn task(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
         }
         let bias = _mm512_set1_ps(p.bf[oc]);
         for h in 0..NR / 16 {
-            let first = t * NR + 16 * h;
-            if p.chunks[first / 16].mask == 0 {
+            if p.chunks[t * NR / 16 + h].mask == 0 {
                 continue;
             }
             // SAFETY: M holds 16 · MB · NR floats.
             let mx = |xi: usize| unsafe { _mm512_loadu_ps(m.add((xi * MB + r) * NR + 16 * h)) };
             let y = output_transform(mx, bias, |a, b| _mm512_add_ps(a, b), |a, b| _mm512_sub_ps(a, b));
+            let firsts = [p.run_start(t, 2 * h), p.run_start(t, 2 * h + 1)];
             // SAFETY: the chunk's real lanes are tiles of this image; oc < m.
-            unsafe { store(c, oc, first, y) };
+            unsafe { store(c, oc, firsts, y) };
         }
     }
 }
 
-/// Stores the 2x2 outputs `y[i][j]` of the 16 grid positions from `first` (residual added, clamped): per
-/// output row, the two columns are interleaved in registers and each run of real tiles in one grid row is
-/// one masked store (lane l of the interleaved pair goes to column 2·tx(l) + l % 2).
+/// Where the outputs of the 8 grid positions from `first` go: `put(i, base, k0, k1)` for each output row
+/// `2·ty + i` with real tiles (`ty` the grid rows the 8 positions cross), where `k0..k1` are the real
+/// elements of the row's interleaved pair (element `2l + j` = column `j` of lane `l`'s tile) and element `k`
+/// belongs at output index `base + k` of the image (`base` may lie before the row, even before the image).
+fn row_pieces(c: &Ctx<'_>, oc: usize, first: usize, mut put: impl FnMut(usize, isize, usize, usize)) {
+    let (th, tw, wg) = (c.h_out.div_ceil(2), c.w_out.div_ceil(2), c.wg);
+    for ty in first / wg..((first + 7) / wg + 1).min(th) {
+        // Lanes [a, b) are tiles tx = first + lane - ty·wg < tw of grid row ty.
+        let (a, end) = ((ty * wg).saturating_sub(first), (ty * wg + tw).saturating_sub(first));
+        let b = end.min(8);
+        if a >= b {
+            continue;
+        }
+        // Interleaved elements [2a, e): the last tile of an odd-width row has one column.
+        let e = 2 * b - usize::from(end == b && c.w_out % 2 == 1);
+        for i in 0..2 {
+            let oy = 2 * ty + i;
+            if oy < c.h_out {
+                // Element 2l belongs at column 2(first + l - ty·wg) of row oy.
+                let base = (oc * c.hw + oy * c.w_out + 2 * first) as isize - (2 * ty * wg) as isize;
+                put(i, base, 2 * a, e);
+            }
+        }
+    }
+}
+
+/// Stores the 2x2 outputs `y[i][j]` of 16 grid positions, lanes 0-7 from `firsts[0]` and 8-15 from
+/// `firsts[1]` (residual added, clamped): per output row, the two columns are interleaved in registers and
+/// each piece of [`row_pieces`] is one masked store.
 ///
 /// # Safety
-/// AVX-512F available; `oc` < m; `first` is a multiple of 16 inside the tile grid of the current image.
+/// AVX-512F available; `oc` < m; both runs lie inside the tile grid of the current image.
 #[target_feature(enable = "avx512f")]
-unsafe fn store(c: &Ctx<'_>, oc: usize, first: usize, y: [[__m512; 2]; 2]) {
-    let (th, tw, wg) = (c.h_out.div_ceil(2), c.w_out.div_ceil(2), c.wg);
+unsafe fn store(c: &Ctx<'_>, oc: usize, firsts: [usize; 2], y: [[__m512; 2]; 2]) {
     let (lo, hi) = (_mm512_set1_ps(c.lo), _mm512_set1_ps(c.hi));
     let idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    // pairs[i][half]: output row i of lanes 8·half .. 8·half + 8, interleaved.
     let pairs = y.map(|[y0, y1]| {
         [
             _mm512_permutex2var_ps(y0, idx, y1),
             _mm512_permutex2var_ps(y0, _mm512_add_epi32(idx, _mm512_set1_epi32(8)), y1),
         ]
     });
-    for ty in first / wg..((first + 15) / wg + 1).min(th) {
-        // Lanes [a, b) are tiles tx = first + lane - ty·wg < tw of grid row ty.
-        let (a, end) = ((ty * wg).saturating_sub(first), (ty * wg + tw).saturating_sub(first));
-        let b = end.min(16);
-        if a >= b {
-            continue;
-        }
-        // Interleaved elements [2a, e): the last tile of an odd-width row has one column.
-        let e = 2 * b - usize::from(end == b && c.w_out % 2 == 1);
-        let bits = ((1u64 << e) - (1u64 << (2 * a))) as u32;
-        for (i, halves) in pairs.iter().enumerate() {
-            let oy = 2 * ty + i;
-            if oy >= c.h_out {
-                continue;
-            }
-            // Element 2l belongs at column 2(first + l - ty·wg): element 0's column may lie before the row,
-            // even before the image, so the offset is signed and the pointers are only ever wrapped.
-            let base = (oc * c.hw + oy * c.w_out + 2 * first) as isize - (2 * ty * wg) as isize;
-            for (half, &v) in halves.iter().enumerate() {
-                let keep = (bits >> (16 * half)) as u16;
-                if keep == 0 {
-                    continue;
+    for (half, &first) in firsts.iter().enumerate() {
+        row_pieces(c, oc, first, |i, base, k0, k1| {
+            let keep = ((1u32 << k1) - (1u32 << k0)) as u16;
+            // SAFETY: the `keep` lanes are outputs of one row of this channel (masked lanes never fault), so
+            // the pointers are only ever wrapped.
+            unsafe {
+                let mut val = pairs[i][half];
+                if let Some(res) = c.res {
+                    val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().wrapping_offset(base)));
                 }
-                let at = base + 16 * half as isize;
-                // SAFETY: the `keep` lanes are outputs of row oy of this channel (masked lanes never fault).
-                unsafe {
-                    let mut val = v;
-                    if let Some(res) = c.res {
-                        val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().wrapping_offset(at)));
-                    }
-                    let out = c.y.get().wrapping_offset(at);
-                    _mm512_mask_storeu_ps(out, keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
-                }
+                let out = c.y.get().wrapping_offset(base);
+                _mm512_mask_storeu_ps(out, keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
             }
-        }
+        });
     }
 }
 
@@ -374,53 +402,36 @@ pub(super) unsafe fn task_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
 }
 
 /// [`store`] for AVX2, 8 grid positions from `first`: the interleaved pair of each output row is two vectors
-/// (lanes 0-3 and 4-7 of the positions); a run that starts mid-vector is rotated to the front, then the
-/// run is stored in pieces ([`store_first`]), as AVX2 has no masked store that AMD runs fast.
+/// (lanes 0-3 and 4-7 of the positions); a piece that starts mid-vector is rotated to the front, then
+/// stored in pieces ([`store_first`]), as AVX2 has no masked store that AMD runs fast.
 ///
 /// # Safety
 /// AVX2 available; `oc` < m; `first` inside the tile grid of the current image.
 #[target_feature(enable = "avx2")]
 unsafe fn store_avx2(c: &Ctx<'_>, oc: usize, first: usize, y: [[__m256; 2]; 2]) {
-    let (th, tw, wg) = (c.h_out.div_ceil(2), c.w_out.div_ceil(2), c.wg);
     let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
     let pairs = y.map(|[y0, y1]| {
         // unpacklo: positions 0, 1 | 4, 5 interleaved; unpackhi: 2, 3 | 6, 7.
         let (a, b) = (_mm256_unpacklo_ps(y0, y1), _mm256_unpackhi_ps(y0, y1));
         [_mm256_permute2f128_ps::<0x20>(a, b), _mm256_permute2f128_ps::<0x31>(a, b)]
     });
-    for ty in first / wg..((first + 7) / wg + 1).min(th) {
-        // Lanes [a, b) are tiles tx = first + lane - ty·wg < tw of grid row ty.
-        let (a, end) = ((ty * wg).saturating_sub(first), (ty * wg + tw).saturating_sub(first));
-        let b = end.min(8);
-        if a >= b {
-            continue;
-        }
-        // Interleaved elements [2a, e): the last tile of an odd-width row has one column.
-        let e = 2 * b - usize::from(end == b && c.w_out % 2 == 1);
-        for (i, halves) in pairs.iter().enumerate() {
-            let oy = 2 * ty + i;
-            if oy >= c.h_out {
+    row_pieces(c, oc, first, |i, base, k0, k1| {
+        for (half, &v) in pairs[i].iter().enumerate() {
+            // This vector holds elements [8·half, 8·half + 8); the piece's part of it is [k, k + n).
+            let (k, stop) = (k0.max(8 * half), k1.min(8 * half + 8));
+            if k >= stop {
                 continue;
             }
-            // Element 2l belongs at column 2(first + l - ty·wg) of row oy (element 0's may lie before it).
-            let row = oc * c.hw + oy * c.w_out + 2 * first;
-            for (half, &v) in halves.iter().enumerate() {
-                // This vector holds elements [8·half, 8·half + 8); the run's part of it is [k, k + n).
-                let (k, stop) = ((2 * a).max(8 * half), e.min(8 * half + 8));
-                if k >= stop {
-                    continue;
+            let (s, n, at) = (k - 8 * half, stop - k, (base + k as isize) as usize);
+            let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mut val = _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_set1_epi32(s as i32), iota));
+            // SAFETY: the n elements from `at` are outputs of one row of this channel.
+            unsafe {
+                if let Some(res) = c.res {
+                    val = _mm256_add_ps(val, _mm256_maskload_ps(res.get().add(at), first_lanes(n as u32)));
                 }
-                let (s, n, at) = (k - 8 * half, stop - k, row + k - 2 * ty * wg);
-                let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                let mut val = _mm256_permutevar8x32_ps(v, _mm256_add_epi32(_mm256_set1_epi32(s as i32), iota));
-                // SAFETY: the n elements from `at` are outputs of row oy of this channel.
-                unsafe {
-                    if let Some(res) = c.res {
-                        val = _mm256_add_ps(val, _mm256_maskload_ps(res.get().add(at), first_lanes(n as u32)));
-                    }
-                    store_first(c.y.get().add(at), _mm256_min_ps(_mm256_max_ps(val, lo), hi), n);
-                }
+                store_first(c.y.get().add(at), _mm256_min_ps(_mm256_max_ps(val, lo), hi), n);
             }
         }
-    }
+    });
 }
