@@ -63,7 +63,8 @@ pub(crate) fn drive(
     if workers == 1 || plane_elems < PARALLEL_FILL {
         fill(0..groups);
     } else {
-        let parts = groups.min(4 * workers);
+        // One part per worker, as for the tasks below (Zen 4, 2 threads: ResNet-20 int8 0.220 -> 0.213 ms).
+        let parts = groups.min(workers);
         par.run(parts, &|_, i| fill(share(groups, parts, i)));
     }
     let blocks = pack.blocks(g.c_out);
