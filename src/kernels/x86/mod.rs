@@ -5,7 +5,7 @@
 //! outside the planner (tests, benches) must likewise only call kernels with `isa <= Isa::detect()`.
 //!
 //! Work split: per image, the phase planes are filled (split by input channel when large), then the
-//! (tile, weight block) pairs, tile-major, are cut into a few contiguous chunks per worker. Every
+//! (tile, weight block) pairs, tile-major, are cut into one or two contiguous chunks per worker. Every
 //! output element is computed by the same code whatever the worker count, so results (f32 included) do not
 //! depend on the number of threads.
 
@@ -73,10 +73,11 @@ pub(crate) fn drive(
     // planes per block. Take the smaller traffic.
     let weight_bytes = pack.wf.len() * 4 + pack.wq.len() + pack.wq16.len() * 2;
     let block_major = weights_first && (tiles <= 4 || blocks * plane_elems * pack.elem < tiles * weight_bytes);
-    // Chunks per worker: each claim bounces the pool's counters between cores (~0.05 µs), so small layers
-    // (the CIFAR nets': 10-40 µs) take one chunk per worker, larger ones two to balance. On Zen 4 with 2
-    // threads, one chunk per worker instead of four took ResNet-20 f32 from 0.509 to 0.485 ms and int8 from
-    // 0.237 to 0.216; two took ResNet-18 f32 from 15.1 to 14.4 ms.
+    // Chunks per worker: every claim and completion bounces the pool's counters between cores, and a worker
+    // that moves to another chunk leaves the data it just touched, so small layers (the CIFAR nets': 10-40
+    // µs) take one chunk per worker, larger ones two to balance. On Zen 4 with 2 threads, one chunk per
+    // worker instead of four took ResNet-20 f32 from 0.509 to 0.485 ms and int8 from 0.237 to 0.216; two
+    // took ResNet-18 f32 from 15.1 to 14.4 ms.
     let per_worker = if g.macs() / (g.n.max(1) as u64) < SMALL_LAYER_MACS { 1 } else { 2 };
     let chunks = if workers == 1 { 1 } else { (tiles * blocks).min(per_worker * workers) };
     par.run(chunks, &|w, chunk| {
@@ -109,8 +110,14 @@ pub(crate) fn panel_stride(pack: &ConvPack) -> usize {
 pub(crate) const ROW_MR: usize = 32;
 
 /// The row kernels' (positions per run, runs per task) for outputs they suit: narrow outputs, where the
-/// grid tiles waste many padding lanes (7 wide: 49 of 64 real). None: the grid tile kernel.
+/// grid tiles waste many padding lanes (7 wide: 49 of 64 real). None: the grid tile kernel, also for 1x1
+/// kernels, whose grid has no padding columns: their short reductions made the row kernel's per-channel
+/// output scatter the larger cost (ResNet-18's downsamples on Zen 4: int8 0.315 -> 0.233 ms, f32 0.666 ->
+/// 0.557 ms).
 pub(crate) fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
+    if g.kh * g.kw == 1 {
+        return None;
+    }
     match g.w_out {
         7 => Some((7, 2)),
         8 => Some((8, 1)),
