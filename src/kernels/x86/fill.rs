@@ -1,10 +1,10 @@
 //! The f32 phase-plane fill of the x86 kernels ([`crate::kernels::packed`] describes the planes), for both
 //! tiers (AVX-512 CPUs have AVX2). On small layers it costs as much as the padding lanes: the generic
-//! [`crate::kernels::packed::fill_planes_with`] (per row: the padding logic, an indirect call and a `memcpy`, after a zero pass over
-//! the whole plane) took 12% of ResNet-20 on Zen 3, 3.5 to 7 µs a layer for 6K to 18K elements. Here each
-//! plane row is a few vector stores whose lanes are an input element or padding by a load mask (masked-off
-//! lanes read as zero and touch no memory), and the masks, the same for every row of a plane, are made once
-//! per plane. A row's last store may spill into the next row, which is written after it.
+//! [`crate::kernels::packed::fill_planes_with`] (per row: the padding logic, an indirect call and a `memcpy`,
+//! after a zero pass over the whole plane) took 12% of ResNet-20 on Zen 3, 3.5 to 7 µs a layer for 6K to 18K
+//! elements. Here each plane row is a few vector stores whose lanes are an input element or padding by a load
+//! mask (masked-off lanes read as zero and touch no memory), and the masks, the same for every row of a
+//! plane, are made once per plane. A row's last store may spill into the next row, which is written after it.
 
 use super::avx2::store_first;
 use crate::kernels::packed::{fill_planes, Planes};

@@ -82,8 +82,8 @@ pub(super) fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
 
 /// Planes and lane tables of the tile grid, weights `U = G g Gᵀ` in blocks of `mb` channels, and per-worker
 /// panels for `V` and `M` of `nr` grid positions. Tile rows that are whole runs of 8 (16x16 outputs: 8 tiles
-/// on a 9-wide grid) go as row runs, 64 real lanes of 64 instead of 80 (AVX2) or 96 (AVX-512); a shorter run's 8 lanes
-/// would cover tiles of the next row too.
+/// on a 9-wide grid) go as row runs, 64 real lanes of 64 instead of 80 (AVX2) or 96 (AVX-512); a shorter
+/// run's 8 lanes would cover tiles of the next row too.
 fn pack_with(g: &ConvGeom, p: &F32ConvParams<'_>, mb: usize, nr: usize) -> ConvPack {
     let tg = tile_geom(g);
     let mut pack = ConvPack::new(&tg, mb, nr, 1, 4);
@@ -190,16 +190,16 @@ pub(super) unsafe fn input_tile(c: &Ctx<'_>, w: usize, t: usize) {
     unsafe {
         for h in 0..NR / 16 {
             let (s0, s1) = (c.pack.run_start(t, 2 * h), c.pack.run_start(t, 2 * h + 1));
-            let (src0, src1) = (plane.add(s0), plane.add(s1));
+            let (src0, src1, split) = (plane.add(s0), plane.add(s1), s1 != s0 + 8);
             for ch in 0..cin {
                 let off = c.pack.offsets.as_ptr().add(ch * 16);
                 let d = |i: usize| {
                     let o = *off.add(i) as usize;
-                    if s1 == s0 + 8 {
-                        _mm512_loadu_ps(src0.add(o))
-                    } else {
+                    if split {
                         let lo = _mm512_castps256_ps512(_mm256_loadu_ps(src0.add(o)));
                         _mm512_insertf32x8::<1>(lo, _mm256_loadu_ps(src1.add(o)))
+                    } else {
+                        _mm512_loadu_ps(src0.add(o))
                     }
                 };
                 let put = |xi: usize, val| _mm512_storeu_ps(v.add((xi * cin + ch) * NR + 16 * h), val);
