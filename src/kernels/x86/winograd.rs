@@ -179,8 +179,9 @@ fn panel(c: &Ctx<'_>, w: usize) -> (*mut f32, *mut f32) {
 /// piece is one load, or two 8-lane ones where it holds two row runs.
 ///
 /// # Safety
-/// AVX-512F available; the pack is [`pack`]'s; the planes of the current image are filled; `w` < workers.
-#[target_feature(enable = "avx512f")]
+/// AVX-512 F and DQ available (`vinsertf32x8`: without DQ enabled here it would be an out-of-line call per
+/// load); the pack is [`pack`]'s; the planes of the current image are filled; `w` < workers.
+#[target_feature(enable = "avx512f,avx512dq")]
 pub(super) unsafe fn input_tile(c: &Ctx<'_>, w: usize, t: usize) {
     let (v, _) = panel(c, w);
     let cin = c.c_in;
