@@ -128,6 +128,14 @@ pub struct ConvPack {
     /// Grid positions of one image (`h_out · wg`) and tiles covering them.
     pub q: usize,
     pub tiles: usize,
+    /// Output columns.
+    pub w_out: usize,
+    /// Set for the x86 row kernels: each tile is `s` runs of `w` consecutive outputs of a row (`(w, s)`),
+    /// not grid positions.
+    pub row_tiles: Option<(usize, usize)>,
+    /// Each worker fills its own copy of the planes, only the rows its tiles read, in the same parallel
+    /// call as its tiles (x86 `drive`, small layers): the scratch holds one copy per worker.
+    pub band: bool,
     /// Element offset of reduction index k (order c, ky, kx) from a grid position, `kp` entries.
     pub offsets: Vec<u32>,
     /// One entry per 16 grid positions, `tiles · nr / 16` entries.
@@ -218,6 +226,7 @@ impl ConvPack {
             planes: Some(Planes { sh, sw, pa, pb, hg, wg, cgroup, len }),
             q,
             tiles,
+            w_out: g.w_out,
             offsets,
             chunks,
             elem,
@@ -276,10 +285,34 @@ impl ConvPack {
         m.div_ceil(self.mr)
     }
 
-    /// Scratch bytes for `workers` workers: the planes (64-byte aligned) and one panel per worker.
+    /// Scratch bytes for `workers` workers: the planes (64-byte aligned; one copy per worker when
+    /// [`ConvPack::band`]) and one panel per worker.
     pub fn scratch_bytes(&self, workers: usize) -> usize {
-        let planes = self.planes.map_or(0, |p| p.len * self.elem);
-        planes.next_multiple_of(64) + workers * self.panel_bytes.next_multiple_of(64)
+        let copies = if self.band { workers } else { 1 };
+        copies * self.plane_bytes() + workers * self.panel_bytes.next_multiple_of(64)
+    }
+
+    /// Bytes of one copy of the planes, 64-byte aligned.
+    pub fn plane_bytes(&self) -> usize {
+        self.planes.map_or(0, |p| p.len * self.elem).next_multiple_of(64)
+    }
+
+    /// The plane rows (of every phase plane) that the real lanes of tiles `tiles` read: their output rows and
+    /// the rows below that the kernel reaches. Not empty for a non-empty range of tiles.
+    pub fn tile_rows(&self, tiles: Range<usize>) -> Range<usize> {
+        let Some(pl) = self.planes else { return 0..0 };
+        if tiles.is_empty() || self.q == 0 {
+            return 0..0;
+        }
+        let h_out = self.q / pl.wg;
+        let (first, last) = match self.row_tiles {
+            Some((w, s)) => (tiles.start * w * s / self.w_out, (tiles.end * w * s - 1) / self.w_out),
+            None => {
+                let runs = self.nr / 8;
+                (self.run_start(tiles.start, 0) / pl.wg, (self.run_start(tiles.end - 1, runs - 1) + 7) / pl.wg)
+            }
+        };
+        first.min(h_out - 1)..(last.min(h_out - 1) + 1 + pl.hg - h_out).min(pl.hg)
     }
 
     /// f32 weights (OIHW, `m` rows of `k`) into `[m/mr][kp][mr]`, and the bias.
@@ -370,19 +403,22 @@ impl Scratch {
     }
 }
 
-/// Writes the phase planes of one image's channels `chans` (`x` = that image, NCHW) into `out`, which
-/// starts at channel `chans.start`'s first plane, mapping each value with `map` and padding with `pad`.
+/// Writes rows `rows` of the phase planes of one image's channels `chans` (`x` = that image, NCHW) into
+/// `out`, which starts at channel `chans.start`'s first plane, mapping each value with `map` and padding
+/// with `pad`.
+#[allow(clippy::too_many_arguments)]
 pub fn fill_planes<T: Copy, U: Copy>(
     g: &ConvGeom,
     p: &Planes,
     x: &[T],
     chans: Range<usize>,
+    rows: Range<usize>,
     map: impl Fn(T) -> U,
     pad: U,
     out: &mut [U],
 ) {
     debug_assert_eq!(p.cgroup, 1);
-    fill_planes_with(g, p, x, chans, pad, out, |dst, src, sw| {
+    fill_planes_with(g, p, x, chans, rows, pad, out, |dst, src, sw| {
         let src = src[0].expect("channel groups of one hold their channel");
         if sw == 1 {
             for (d, &s) in dst.iter_mut().zip(src) {
@@ -396,35 +432,43 @@ pub fn fill_planes<T: Copy, U: Copy>(
     });
 }
 
-/// The plane frame of [`fill_planes`] for any channel grouping: the channel groups `groups` of one image
-/// go to `out` (starting at the first group's planes), padding elements get `pad`, and `row(dst, src, sw)`
+/// The plane frame of [`fill_planes`] for any channel grouping: rows `rows` of the planes of the channel
+/// groups `groups` of one image go to `out` (starting at the first group's planes), padding elements get
+/// `pad`, and `row(dst, src, sw)`
 /// writes the inside of one plane row: `dst` = its valid columns (`cgroup` elements each), `src[j]` =
 /// channel j of the group's input row from the first valid column on (None past the last channel), read
 /// every `sw`-th element.
+#[allow(clippy::too_many_arguments)]
 pub fn fill_planes_with<T: Copy, U: Copy>(
     g: &ConvGeom,
     p: &Planes,
     x: &[T],
     groups: Range<usize>,
+    rows: Range<usize>,
     pad: U,
     out: &mut [U],
     row: impl Fn(&mut [U], &[Option<&[T]>], usize),
 ) {
     let (cg, hw) = (p.cgroup, g.h_in * g.w_in);
-    let plane = p.plane() * cg;
+    let (plane, row_len) = (p.plane() * cg, p.wg * cg);
+    let rows = rows.start.min(p.hg)..rows.end.min(p.hg);
+    if rows.is_empty() {
+        return;
+    }
     let g0 = groups.start;
     for grp in groups {
         for a in 0..p.pa {
             for b in 0..p.pb {
-                let dst = &mut out[(((grp - g0) * p.pa + a) * p.pb + b) * plane..][..plane];
+                let plane = &mut out[(((grp - g0) * p.pa + a) * p.pb + b) * plane..][..plane];
+                let dst = &mut plane[rows.start * row_len..rows.end * row_len];
                 let Range { start: first, end } = p.valid_cols(g, b);
                 let row_of = |r: usize| (r * p.sh + a).checked_sub(g.pad_t).filter(|&y| y < g.h_in);
-                // Padding first, in one pass over the plane (per-row fills of one or two elements cost more
+                // Padding first, in one pass over the rows (per-row fills of one or two elements cost more
                 // than the copy on small layers); the rows' valid columns are overwritten below.
-                if first > 0 || end < p.wg || row_of(0).is_none() || row_of(p.hg - 1).is_none() {
+                if first > 0 || end < p.wg || row_of(rows.start).is_none() || row_of(rows.end - 1).is_none() {
                     dst.fill(pad);
                 }
-                for (r, dst_row) in dst.chunks_exact_mut(p.wg * cg).enumerate() {
+                for (r, dst_row) in rows.clone().zip(dst.chunks_exact_mut(row_len)) {
                     let Some(iy) = row_of(r) else { continue };
                     if first == end {
                         // A phase column with no input column in it (stride wider than the padded row).

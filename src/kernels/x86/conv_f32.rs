@@ -10,7 +10,9 @@
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
 
 use super::avx2::{compress, first, store_first, tile_halves, Half};
-use super::{drive, fill, live, row_shape, split_scratch, supports, winograd, Runs, Shared, ROW_MR};
+use super::{
+    drive, fill, live, row_shape, set_band, split_scratch, supports, winograd, PlaneCopies, Runs, Shared, ROW_MR,
+};
 use crate::kernels::packed::{ConvPack, Parallel};
 use crate::kernels::registry::F32Conv;
 use crate::kernels::{ConvGeom, F32ConvParams};
@@ -42,6 +44,7 @@ const MR: usize = 8;
 fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
     let mut pack = ConvPack::new(g, MR, nr, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
+    set_band(&mut pack, g);
     pack
 }
 
@@ -53,17 +56,19 @@ fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     let mut pack = ConvPack::new(g, ROW_MR, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
     pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
+    pack.row_tiles = Some((w, s));
     pack.chunks.clear();
+    set_band(&mut pack, g);
     pack
 }
 
-fn tile_avx512(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
+fn tile_avx512(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     // SAFETY: (all three) the registry lists this kernel under the avx512 tier; pack_avx512 chose the layout.
     match (c.pack.mr, c.w_out) {
-        (ROW_MR, 7) => unsafe { rows_avx512::<7, 2>(c, t, blk) },
-        (ROW_MR, 8) => unsafe { rows_avx512::<8, 1>(c, t, blk) },
-        (ROW_MR, _) => unsafe { rows_avx512::<14, 1>(c, t, blk) },
-        _ => unsafe { grid_avx512(c, t, blk) },
+        (ROW_MR, 7) => unsafe { rows_avx512::<7, 2>(c, w, t, blk) },
+        (ROW_MR, 8) => unsafe { rows_avx512::<8, 1>(c, w, t, blk) },
+        (ROW_MR, _) => unsafe { rows_avx512::<14, 1>(c, w, t, blk) },
+        _ => unsafe { grid_avx512(c, w, t, blk) },
     }
 }
 
@@ -78,13 +83,14 @@ fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     let mut pack = ConvPack::new(g, MR_AVX2, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
     pack.row_runs(g);
+    set_band(&mut pack, g);
     pack
 }
 
 /// What one task needs, for one image.
 pub(super) struct Ctx<'p> {
     pub pack: &'p ConvPack,
-    pub planes: Shared<f32>,
+    pub planes: PlaneCopies<f32>,
     pub panels: Shared<u8>,
     pub y: Shared<f32>,
     pub res: Option<Shared<f32>>,
@@ -120,7 +126,7 @@ fn run(
 ) {
     debug_assert!(scratch.len() >= pack.scratch_bytes(par.workers()));
     debug_assert!(x.len() == g.input_len() && y.len() == g.output_len());
-    let (planes, panels) = split_scratch::<f32>(pack, scratch);
+    let (planes, panels) = split_scratch::<f32>(pack, par.workers(), scratch);
     let pl = pack.planes.expect("a packed convolution has planes");
     // The planes are those of the geometry the pack was made for (Winograd: its tile grid).
     let pg = if pack.winograd { winograd::tile_geom(g) } else { *g };
@@ -142,16 +148,17 @@ fn run(
             w_out: g.w_out,
             wg: pl.wg,
         };
-        let fill = |ch: core::ops::Range<usize>| {
-            // SAFETY: workers fill disjoint channel ranges of the planes region, which split_scratch sized.
+        let fill = |w: usize, ch: core::ops::Range<usize>, rows| {
+            // SAFETY: workers fill disjoint channel ranges of the planes, or their own copies, which
+            // split_scratch sized.
             let out = unsafe {
                 core::slice::from_raw_parts_mut(
-                    planes.get().add(ch.start * pl.per_channel()),
+                    planes.of(w).add(ch.start * pl.per_channel()),
                     ch.len() * pl.per_channel(),
                 )
             };
             // SAFETY: both tiers have AVX2.
-            unsafe { fill::fill_f32(&pg, &pl, xn, ch, out) }
+            unsafe { fill::fill_f32(&pg, &pl, xn, ch, rows, out) }
         };
         // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
         // touches panel w. Winograd tiles go tile-major: a tile's transformed input serves all blocks.
@@ -164,7 +171,7 @@ fn run(
 /// # Safety
 /// The CPU has AVX-512F; `t` < tiles, `blk` < blocks; the planes of the current image are filled.
 #[target_feature(enable = "avx512f")]
-unsafe fn grid_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
+unsafe fn grid_avx512(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
@@ -176,12 +183,12 @@ unsafe fn grid_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
     // SAFETY: ConvPack::new sized the planes so that offsets[k] + (t + 1) * nr stays inside; the block has
     // kp * MR weights.
     unsafe {
-        let src = c.planes.get().add(t * 32) as *const f32;
-        let w = p.wf.as_ptr().add(blk * kp * MR);
+        let src = c.planes.of(w).add(t * 32) as *const f32;
+        let wt = p.wf.as_ptr().add(blk * kp * MR);
         for k in 0..kp {
             let s = src.add(*p.offsets.get_unchecked(k) as usize);
             let (b0, b1) = (_mm512_loadu_ps(s), _mm512_loadu_ps(s.add(16)));
-            let wk = w.add(k * MR);
+            let wk = wt.add(k * MR);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = _mm512_set1_ps(*wk.add(r));
                 acc[0] = _mm512_fmadd_ps(a, b0, acc[0]);
@@ -220,7 +227,7 @@ unsafe fn grid_avx512(c: &Ctx<'_>, t: usize, blk: usize) {
 /// The CPU has AVX-512F; the pack is the row layout for this `W` (`row_shape`); `t` < tiles, `blk` < blocks;
 /// the planes of the current image are filled.
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk: usize) {
+unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let runs = Runs::new(W, c.hw, c.w_out, c.wg);
     let first = t * S;
@@ -236,14 +243,14 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
                 a[v] = b;
             }
         }
-        let mut base = [c.planes.get() as *const f32; S];
+        let mut base = [c.planes.of(w) as *const f32; S];
         for (r, b) in base.iter_mut().enumerate() {
             *b = b.add(runs.start(first + r).0);
         }
-        let w = p.wf.as_ptr().add(blk * p.kp * ROW_MR);
+        let wt = p.wf.as_ptr().add(blk * p.kp * ROW_MR);
         for k in 0..p.kp {
             let off = *p.offsets.get_unchecked(k) as usize;
-            let (w0, w1) = (_mm512_loadu_ps(w.add(k * ROW_MR)), _mm512_loadu_ps(w.add(k * ROW_MR + 16)));
+            let (w0, w1) = (_mm512_loadu_ps(wt.add(k * ROW_MR)), _mm512_loadu_ps(wt.add(k * ROW_MR + 16)));
             for r in 0..S {
                 let src = base[r].add(off);
                 for j in 0..W {
@@ -292,7 +299,7 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, t: usize, blk
 /// # Safety
 /// The CPU has AVX2 and FMA; `t` < tiles, `blk` < blocks; the planes of the current image are filled.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
+unsafe fn tile_avx2(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
     let row0 = blk * MR_AVX2;
@@ -306,12 +313,12 @@ unsafe fn tile_avx2(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
     // SAFETY: as in tile_avx512, with 16 grid positions per tile, or two runs (ConvPack::row_runs sized the
     // planes for them).
     unsafe {
-        let (src0, src1) = (c.planes.get().add(s0) as *const f32, c.planes.get().add(s1) as *const f32);
-        let w = p.wf.as_ptr().add(blk * kp * MR_AVX2);
+        let (src0, src1) = (c.planes.of(w).add(s0) as *const f32, c.planes.of(w).add(s1) as *const f32);
+        let wt = p.wf.as_ptr().add(blk * kp * MR_AVX2);
         for k in 0..kp {
             let off = *p.offsets.get_unchecked(k) as usize;
             let (b0, b1) = (_mm256_loadu_ps(src0.add(off)), _mm256_loadu_ps(src1.add(off)));
-            let wk = w.add(k * MR_AVX2);
+            let wk = wt.add(k * MR_AVX2);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = _mm256_set1_ps(*wk.add(r));
                 acc[0] = _mm256_fmadd_ps(a, b0, acc[0]);

@@ -14,7 +14,9 @@
 //!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
 use super::avx2::{self, compress};
-use super::{drive, live, panel_stride, row_shape, split_scratch, supports, Runs, Shared, ROW_MR};
+use super::{
+    drive, live, panel_stride, row_shape, set_band, split_scratch, supports, PlaneCopies, Runs, Shared, ROW_MR,
+};
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams};
@@ -49,17 +51,22 @@ fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
         let mut pack = ConvPack::interleaved(g, ROW_MR, 16, 4);
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
         pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
+        pack.row_tiles = Some((w, s));
         pack.chunks.clear();
+        set_band(&mut pack, g);
         return pack;
     }
-    if g.c_in.is_multiple_of(4) {
+    let mut pack = if g.c_in.is_multiple_of(4) {
         let mut pack = ConvPack::interleaved(g, MR, 32, 4);
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
-        return pack;
-    }
-    let mut pack = ConvPack::new(g, MR, 32, 4, 1);
-    pack.wq = pack.pack_i8(g.c_out, 4, p.weight, p.bias, p.x_zero_point);
-    pack.panel_bytes = pack.kp * 32;
+        pack
+    } else {
+        let mut pack = ConvPack::new(g, MR, 32, 4, 1);
+        pack.wq = pack.pack_i8(g.c_out, 4, p.weight, p.bias, p.x_zero_point);
+        pack.panel_bytes = pack.kp * 32;
+        pack
+    };
+    set_band(&mut pack, g);
     pack
 }
 
@@ -68,6 +75,7 @@ fn pack_avx2(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     pack.wq16 = pack.pack_i8(g.c_out, 2, p.weight, p.bias, p.x_zero_point);
     pack.panel_bytes = pack.kp * 16 * 2;
     pack.row_runs(g);
+    set_band(&mut pack, g);
     pack
 }
 
@@ -75,7 +83,7 @@ fn pack_avx2(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
 struct Ctx<'p> {
     pack: &'p ConvPack,
     p: &'p QConvParams<'p>,
-    planes: Shared<u8>,
+    planes: PlaneCopies<u8>,
     panels: Shared<u8>,
     y: Shared<i8>,
     res: Option<Shared<i8>>,
@@ -103,7 +111,7 @@ fn run(
 ) {
     debug_assert!(scratch.len() >= pack.scratch_bytes(par.workers()));
     debug_assert!(x.len() == g.input_len() && y.len() == g.output_len());
-    let (planes, panels) = split_scratch::<u8>(pack, scratch);
+    let (planes, panels) = split_scratch::<u8>(pack, par.workers(), scratch);
     let pl = pack.planes.expect("a packed convolution has planes");
     let (hw_in, hw) = (g.h_in * g.w_in, g.h_out * g.w_out);
     let pad = (p.x_zero_point + 128) as u8;
@@ -121,19 +129,21 @@ fn run(
             w_out: g.w_out,
             wg: pl.wg,
         };
-        let fill = |ch: core::ops::Range<usize>| {
-            // SAFETY: workers fill disjoint channel ranges of the planes region, which split_scratch sized.
+        let fill = |w: usize, ch: core::ops::Range<usize>, rows: core::ops::Range<usize>| {
+            // SAFETY: workers fill disjoint channel ranges of the planes, or their own copies, which
+            // split_scratch sized.
             let out = unsafe {
                 core::slice::from_raw_parts_mut(
-                    planes.get().add(ch.start * pl.per_channel()),
+                    planes.of(w).add(ch.start * pl.per_channel()),
                     ch.len() * pl.per_channel(),
                 )
             };
             if pl.cgroup == 4 {
                 // SAFETY: interleaved planes are only packed by the VNNI kernel, listed under its tier.
-                fill_planes_with(g, &pl, xn, ch, pad, out, |dst, src, sw| unsafe { interleave4(dst, src, sw, pad) });
+                let row = |dst: &mut [u8], src: &[Option<&[i8]>], sw| unsafe { interleave4(dst, src, sw, pad) };
+                fill_planes_with(g, &pl, xn, ch, rows, pad, out, row);
             } else {
-                fill_planes(g, &pl, xn, ch, |v: i8| (v as u8) ^ 0x80, pad, out);
+                fill_planes(g, &pl, xn, ch, rows, |v: i8| (v as u8) ^ 0x80, pad, out);
             }
         };
         // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
@@ -153,7 +163,7 @@ unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
     let p = c.pack;
     // SAFETY: rows are read inside the planes (ConvPack::new), the panel holds kp * 32 bytes.
     unsafe {
-        let src = c.planes.get().add(t * 32) as *const u8;
+        let src = c.planes.of(w).add(t * 32) as *const u8;
         let dst = c.panels.get().add(w * panel_stride(p));
         for g4 in 0..p.kp / 4 {
             let o = p.offsets.as_ptr().add(g4 * 4);
@@ -255,7 +265,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
     // SAFETY: the panel has kp * 32 bytes, the block kp * MR weights.
     unsafe {
         let panel = c.panels.get().add(w * panel_stride(p)) as *const u8;
-        let tile = c.planes.get().add(t * 128) as *const u8;
+        let tile = c.planes.of(w).add(t * 128) as *const u8;
         let wt = p.wq.as_ptr().add(blk * kp * MR) as *const i32;
         for g4 in 0..kp / 4 {
             let src = if IN_PLACE { tile.add(*p.offsets.get_unchecked(g4) as usize) } else { panel.add(g4 * 128) };
@@ -312,7 +322,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
 /// AVX-512 F/BW/VL + VNNI available; the pack is the row layout for this `W`; `t` < tiles, `blk` < blocks;
 /// the interleaved planes of the current image are filled.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: usize, blk: usize) {
+unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let runs = Runs::new(W, c.hw, c.w_out, c.wg);
     let first = t * S;
@@ -328,7 +338,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, _w: usize, t: u
                 a[v] = b;
             }
         }
-        let mut base = [c.planes.get() as *const u8; S];
+        let mut base = [c.planes.of(w) as *const u8; S];
         for (r, b) in base.iter_mut().enumerate() {
             *b = b.add(runs.start(first + r).0 * 4);
         }
@@ -434,7 +444,7 @@ unsafe fn panel_avx2(c: &Ctx<'_>, w: usize, t: usize) {
     // SAFETY: rows are read inside the planes (ConvPack::new, or ConvPack::row_runs for two runs), the panel
     // holds kp * 32 bytes.
     unsafe {
-        let planes = c.planes.get() as *const u8;
+        let planes = c.planes.of(w) as *const u8;
         let dst = c.panels.get().add(w * panel_stride(p)) as *mut __m256i;
         let (s0, s1) = (p.run_start(t, 0), p.run_start(t, 1));
         // Two runs, or one contiguous 16-byte load.

@@ -16,17 +16,26 @@ use core::ops::Range;
 /// Vectors per plane row the fast path handles (rows up to 256 elements; ResNet's widest is 115).
 const MAX_VECS: usize = 32;
 
-/// Fills the planes of input channels `ch` of one image `x` into `out` (from channel `ch.start`'s planes).
+/// Fills rows `rows` of the planes of input channels `ch` of one image `x` into `out` (from channel
+/// `ch.start`'s planes).
 ///
 /// # Safety
 /// The CPU has AVX2.
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn fill_f32(g: &ConvGeom, pl: &Planes, x: &[f32], ch: Range<usize>, out: &mut [f32]) {
+pub(super) unsafe fn fill_f32(
+    g: &ConvGeom,
+    pl: &Planes,
+    x: &[f32],
+    ch: Range<usize>,
+    rows: Range<usize>,
+    out: &mut [f32],
+) {
     debug_assert_eq!(pl.cgroup, 1, "f32 planes hold one channel each");
     let (hw, plane, wg) = (g.h_in * g.w_in, pl.plane(), pl.wg);
     if pl.sw > 2 || wg > 8 * MAX_VECS {
-        return fill_planes(g, pl, x, ch, |v| v, 0.0, out);
+        return fill_planes(g, pl, x, ch, rows, |v| v, 0.0, out);
     }
+    let rows = rows.start.min(pl.hg)..rows.end.min(pl.hg);
     assert!(x.len() >= ch.end * hw && out.len() >= ch.len() * pl.per_channel());
     let vecs = wg.div_ceil(8);
     // Element i of the 8 (stride 2: 16) loaded for a vector maps to its lane `idx[i]`; -8 never loads.
@@ -48,14 +57,16 @@ pub(super) unsafe fn fill_f32(g: &ConvGeom, pl: &Planes, x: &[f32], ch: Range<us
     }
     for (i, c) in ch.enumerate() {
         for a in 0..pl.pa {
-            let Range { start: r0, end: r1 } = pl.valid_rows(g, a);
+            // Rows [rows.start, r0) and [r1, rows.end) are padding.
+            let valid = pl.valid_rows(g, a);
+            let (r0, r1) = (valid.start.clamp(rows.start, rows.end), valid.end.clamp(rows.start, rows.end));
             for (b, masks) in phase_masks.iter().enumerate().take(pl.pb) {
                 // SAFETY: the plane lies in `out` (asserted above). Row r's loads read, in the lanes its masks
                 // keep, input columns [0, w_in) of input row r·sh + a - pad_t of channel c, inside `x`; the
                 // address of a masked-off lane is never dereferenced (wrapping arithmetic: it may lie outside).
                 unsafe {
                     let dst = out.as_mut_ptr().add(((i * pl.pa + a) * pl.pb + b) * plane);
-                    zero(dst, r0 * wg);
+                    zero(dst.add(rows.start * wg), (r0 - rows.start) * wg);
                     // Plane column j of row r reads x[row + j·sw].
                     let row0 = (c * hw + b) as isize - g.pad_l as isize + (r0 * pl.sh + a) as isize * g.w_in as isize
                         - (g.pad_t * g.w_in) as isize;
@@ -81,7 +92,7 @@ pub(super) unsafe fn fill_f32(g: &ConvGeom, pl: &Planes, x: &[f32], ch: Range<us
                             }
                         }
                     }
-                    zero(dst.add(r1 * wg), (pl.hg - r1) * wg);
+                    zero(dst.add(r1 * wg), (rows.end - r1) * wg);
                 }
             }
         }

@@ -102,6 +102,7 @@ fn pack_with(g: &ConvGeom, p: &F32ConvParams<'_>, mb: usize, nr: usize) -> ConvP
     pack.bf = p.bias.to_vec();
     pack.panel_bytes = (16 * c * nr + 16 * mb * nr) * 4;
     pack.winograd = true;
+    super::set_band(&mut pack, &tg);
     pack
 }
 
@@ -185,7 +186,7 @@ fn panel(c: &Ctx<'_>, w: usize) -> (*mut f32, *mut f32) {
 pub(super) unsafe fn input_tile(c: &Ctx<'_>, w: usize, t: usize) {
     let (v, _) = panel(c, w);
     let cin = c.c_in;
-    let plane = c.planes.get() as *const f32;
+    let plane = c.planes.of(w) as *const f32;
     // SAFETY: ConvPack::new (or row_runs) sized the planes so that offsets + 8 past every run start stays
     // inside; V holds 16 · cin · NR floats.
     unsafe {
@@ -335,7 +336,7 @@ pub(super) unsafe fn input_tile_avx2(c: &Ctx<'_>, w: usize, t: usize) {
     let cin = c.c_in;
     // SAFETY: as in input_tile, with NR_AVX2 positions per tile.
     unsafe {
-        let src = [0, 1].map(|h| c.planes.get().add(c.pack.run_start(t, h)) as *const f32);
+        let src = [0, 1].map(|h| c.planes.of(w).add(c.pack.run_start(t, h)) as *const f32);
         for ch in 0..cin {
             let off = c.pack.offsets.as_ptr().add(ch * 16);
             for (h, &src) in src.iter().enumerate() {
