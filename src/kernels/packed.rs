@@ -439,6 +439,7 @@ pub fn fill_planes<T: Copy, U: Copy>(
 /// channel j of the group's input row from the first valid column on (None past the last channel), read
 /// every `sw`-th element.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)] // with its row function: out of line, the int8 fill cost ResNet-20 2% more (Zen 4)
 pub fn fill_planes_with<T: Copy, U: Copy>(
     g: &ConvGeom,
     p: &Planes,
