@@ -28,6 +28,7 @@ pub const QS8_CONV_VNNI: QConv = QConv {
     pack: pack_vnni,
     run: |g, pack, p, x, r, y, s, par| {
         let kernels: (TileFn, BlockFn) = match (pack.mr, g.w_out, pack.planes.map_or(1, |p| p.cgroup)) {
+            (ROW_MR, 1, _) => (|_, _, _| {}, rows_vnni::<1, 1>),
             (ROW_MR, 7, _) => (|_, _, _| {}, rows_vnni::<7, 2>),
             (ROW_MR, 8, _) => (|_, _, _| {}, rows_vnni::<8, 1>),
             (ROW_MR, _, _) => (|_, _, _| {}, rows_vnni::<14, 1>),

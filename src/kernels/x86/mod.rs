@@ -51,9 +51,10 @@ pub(crate) fn set_band(pack: &mut ConvPack, g: &ConvGeom) {
     pack.band = pack.planes.is_some() && g.macs() / (g.n.max(1) as u64) < SMALL_LAYER_MACS;
 }
 
-/// Whether [`drive`] fills the planes in bands, one copy per worker.
+/// Whether [`drive`] fills the planes in bands, one copy per worker: small layers with a tile per worker
+/// (bands split tiles only; a linear layer's one tile is split by weight blocks instead).
 pub(crate) fn banded(pack: &ConvPack, workers: usize) -> bool {
-    pack.band && workers > 1
+    pack.band && workers > 1 && pack.tiles >= workers
 }
 
 /// The blocked convolution loop of one image: fill the planes (`fill(worker, channel groups, rows)` writes
@@ -162,11 +163,16 @@ pub(crate) fn panel_stride(pack: &ConvPack) -> usize {
 pub(crate) const ROW_MR: usize = 32;
 
 /// The row kernels' (positions per run, runs per task) for outputs they suit: narrow outputs, where the
-/// grid tiles waste many padding lanes (7 wide: 49 of 64 real). None: the grid tile kernel, also for 1x1
-/// kernels, whose grid has no padding columns: their short reductions made the row kernel's per-channel
-/// output scatter the larger cost (ResNet-18's downsamples on Zen 4: int8 0.315 -> 0.233 ms, f32 0.666 ->
-/// 0.557 ms).
+/// grid tiles waste many padding lanes (7 wide: 49 of 64 real), and single positions (a linear layer:
+/// the grid used 1 lane of 32, and ResNet-18's classifier took 0.297 ms in f32 and 0.085 ms in int8 on
+/// Zen 4, against 0.089 and 0.031 ms as rows). None: the grid tile kernel, also for other 1x1 kernels,
+/// whose grid has no padding columns: their short reductions made the row kernel's per-channel output
+/// scatter the larger cost (ResNet-18's downsamples on Zen 4: int8 0.315 -> 0.233 ms, f32 0.666 -> 0.557
+/// ms).
 pub(crate) fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
+    if g.h_out * g.w_out == 1 {
+        return Some((1, 1));
+    }
     if g.kh * g.kw == 1 {
         return None;
     }
