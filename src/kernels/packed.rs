@@ -434,10 +434,9 @@ pub fn fill_planes<T: Copy, U: Copy>(
 
 /// The plane frame of [`fill_planes`] for any channel grouping: rows `rows` of the planes of the channel
 /// groups `groups` of one image go to `out` (starting at the first group's planes), padding elements get
-/// `pad`, and `row(dst, src, sw)`
-/// writes the inside of one plane row: `dst` = its valid columns (`cgroup` elements each), `src[j]` =
-/// channel j of the group's input row from the first valid column on (None past the last channel), read
-/// every `sw`-th element.
+/// `pad`, and `row(dst, src, sw)` writes the inside of one plane row: `dst` = its valid columns (`cgroup`
+/// elements each), `src[j]` = channel j of the group's input row from the first valid column on (None past
+/// the last channel), read every `sw`-th element.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)] // with its row function: out of line, the int8 fill cost ResNet-20 2% more (Zen 4)
 pub fn fill_planes_with<T: Copy, U: Copy>(
