@@ -184,8 +184,8 @@ unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
 }
 
 /// One row of interleaved planes: `dst[4i + j] = src[j][i · sw] + 128` (as u8), `pad` for a missing channel.
-/// Strides 1 and 2 (the stride-2 layers' phase planes) are vectorized: 16 outputs per step, a stride-2 row's
-/// even bytes taken by narrowing its 16-bit lanes (`vpmovwb`).
+/// Strides 1 ([`interleave4_unit`]) and 2 (the stride-2 layers' phase planes) are vectorized; stride 2 takes
+/// 16 outputs per step, a row's even bytes taken by narrowing its 16-bit lanes (`vpmovwb`).
 ///
 /// # Safety
 /// AVX-512 BW/VL available; each source row holds the `(dst.len() / 4 - 1) · sw + 1` values read.
@@ -207,12 +207,9 @@ unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8)
     let (flip, padv) = (_mm_set1_epi8(0x80u8 as i8), _mm_set1_epi8(pad as i8));
     for i in (0..n).step_by(16) {
         let len = (n - i).min(16);
-        // SAFETY: masked loads read only the values of outputs i .. i + len (masked lanes never fault): `len`
-        // bytes at stride 1, `2 · len - 1` at stride 2.
+        // SAFETY: masked loads read only the `2 · len - 1` values of outputs i .. i + len (masked lanes never
+        // fault).
         let ld = |j: usize| match src[j] {
-            Some(s) if sw == 1 => unsafe {
-                _mm_xor_si128(_mm_maskz_loadu_epi8(((1u32 << len) - 1) as u16, s.as_ptr().add(i)), flip)
-            },
             Some(s) => unsafe {
                 let row = _mm256_maskz_loadu_epi8((1u32 << (2 * len - 1)) - 1, s.as_ptr().add(2 * i));
                 _mm_xor_si128(_mm256_cvtepi16_epi8(row), flip)
