@@ -268,6 +268,14 @@ impl ConvPack {
         pl.len = pl.len.max(max_off + self.starts.iter().copied().max().unwrap_or(0) as usize + 8);
     }
 
+    /// Re-tiles a pack for the x86 row kernels: tile `t` is runs `s·t .. s·t + s` of `w` consecutive outputs
+    /// of a row ([`ConvPack::row_tiles`]); the grid lane tables are dropped.
+    pub fn tile_by_rows(&mut self, g: &ConvGeom, w: usize, s: usize) {
+        self.tiles = (g.h_out * g.w_out / w).div_ceil(s);
+        self.row_tiles = Some((w, s));
+        self.chunks.clear();
+    }
+
     /// Grid position of 8-lane run `v` (below `nr / 8`) of tile `t`.
     pub fn run_start(&self, t: usize, v: usize) -> usize {
         let per_tile = self.nr / 8;

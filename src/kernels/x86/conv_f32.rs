@@ -55,9 +55,7 @@ fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     let Some((w, s)) = row_shape(g) else { return pack(g, p, 32) };
     let mut pack = ConvPack::new(g, ROW_MR, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
-    pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
-    pack.row_tiles = Some((w, s));
-    pack.chunks.clear();
+    pack.tile_by_rows(g, w, s);
     set_band(&mut pack, g);
     pack
 }

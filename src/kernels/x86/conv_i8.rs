@@ -51,9 +51,7 @@ fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     if let (true, Some((w, s))) = (g.c_in.is_multiple_of(4), row_shape(g)) {
         let mut pack = ConvPack::interleaved(g, ROW_MR, 16, 4);
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
-        pack.tiles = (g.h_out * g.w_out / w).div_ceil(s);
-        pack.row_tiles = Some((w, s));
-        pack.chunks.clear();
+        pack.tile_by_rows(g, w, s);
         set_band(&mut pack, g);
         return pack;
     }
