@@ -14,12 +14,13 @@
 //!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
 use super::avx2::{self, compress};
+use super::requant::{requant64, sat32, HiShift, SmallInput};
 use super::{
     drive, live, panel_stride, row_shape, set_band, split_scratch, supports, PlaneCopies, Runs, Shared, ROW_MR,
 };
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel};
 use crate::kernels::registry::QConv;
-use crate::kernels::{ConvGeom, QConvParams};
+use crate::kernels::{ConvGeom, QConvParams, Requant};
 use core::arch::x86_64::*;
 
 /// AVX-512 VNNI int8 convolution (tier `avx512vnni`).
@@ -228,25 +229,6 @@ unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8)
     }
 }
 
-/// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(super) fn requant64(acc: __m512i, m: i32, s: i32) -> (__m512i, __m512i) {
-    let mv = _mm512_set1_epi64(m as i64);
-    let rnd = _mm512_set1_epi64(1i64 << (s - 1));
-    let sh = _mm_cvtsi32_si128(s);
-    let e = _mm512_mul_epi32(acc, mv);
-    let o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), mv);
-    (_mm512_sra_epi64(_mm512_add_epi64(e, rnd), sh), _mm512_sra_epi64(_mm512_add_epi64(o, rnd), sh))
-}
-
-/// Saturation of i64 lanes to i32 (the requantize result is an i32).
-#[inline]
-#[target_feature(enable = "avx512f")]
-pub(super) fn sat32(v: __m512i) -> __m512i {
-    _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(i32::MIN as i64)), _mm512_set1_epi64(i32::MAX as i64))
-}
-
 /// One task: 8 output channels x 32 positions, from worker `w`'s panel or, when `IN_PLACE`, straight
 /// from the interleaved planes.
 ///
@@ -282,34 +264,72 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
     let rq = &c.p.requant;
     let zp = _mm512_set1_epi64(rq.zero_point as i64);
     let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
+    let out32 = Out32::new(rq);
+    // The i32 epilogue needs the residual's (if any) in range too.
+    let small = c.p.residual.map(|rr| SmallInput::new(&rr));
+    // Each half's real lanes (a mask over the grid positions), how many there are, and the first one's index.
+    let chunks = [0, 1].map(|v| {
+        let ch = p.chunks[t * 2 + v];
+        (ch.mask, ((1u32 << ch.mask.count_ones()) - 1) as u16, ch.start as usize)
+    });
     for (r, acc) in acc.iter().enumerate() {
         let oc = blk * MR + r;
         if oc >= c.m {
             break;
         }
         let (m, s) = rq.channel(oc);
-        for (v, &acc) in acc.iter().enumerate() {
-            let ch = p.chunks[t * 2 + v];
-            if ch.mask == 0 {
+        let hi32 = HiShift::uniform(m, s).filter(|_| small.is_none_or(|s| s.is_some()));
+        for (&acc, &(mask, keep, start)) in acc.iter().zip(&chunks) {
+            if mask == 0 {
                 continue;
             }
-            let keep = ((1u32 << ch.mask.count_ones()) - 1) as u16;
-            let at = oc * c.hw + ch.start as usize;
-            let (mut e, mut o) = requant64(_mm512_maskz_compress_epi32(ch.mask, acc), m, s);
-            if let (Some(res), Some(rr)) = (c.res, c.p.residual) {
-                // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
-                let rv = unsafe { _mm_maskz_loadu_epi8(keep, res.get().add(at)) };
-                let rv = _mm512_sub_epi32(_mm512_cvtepi8_epi32(rv), _mm512_set1_epi32(rr.zero_point));
-                let (re, ro) = requant64(rv, rr.multiplier, rr.shift);
-                e = _mm512_add_epi64(sat32(e), sat32(re));
-                o = _mm512_add_epi64(sat32(o), sat32(ro));
-            }
-            // Clamping the exact sum to [lo, hi] equals the spec's i32-saturating steps: lo and hi lie in i8.
-            let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
-            let out = _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32));
+            let at = oc * c.hw + start;
+            let acc = _mm512_maskz_compress_epi32(mask, acc);
+            // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
+            let res = c.res.map(|res| unsafe { _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, res.get().add(at))) });
+            let out = if let Some(h) = &hi32 {
+                let mut v = h.apply(acc);
+                if let (Some(res), Some(Some(sm))) = (res, small) {
+                    v = _mm512_add_epi32(v, sm.apply(res));
+                }
+                out32.clamp(v)
+            } else {
+                let (mut e, mut o) = requant64(acc, m, s);
+                if let (Some(res), Some(rr)) = (res, c.p.residual) {
+                    let rv = _mm512_sub_epi32(res, _mm512_set1_epi32(rr.zero_point));
+                    let (re, ro) = requant64(rv, rr.multiplier, rr.shift);
+                    e = _mm512_add_epi64(sat32(e), sat32(re));
+                    o = _mm512_add_epi64(sat32(o), sat32(ro));
+                }
+                // Clamping the exact sum to [lo, hi] equals the spec's i32-saturating steps: lo and hi lie in i8.
+                let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
+                _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
+            };
             // SAFETY: as above.
             unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, _mm512_cvtepi32_epi8(out)) };
         }
+    }
+}
+
+/// The output stage (spec 3.2) in i32 lanes, for values that cannot overflow when the zero point is added.
+#[derive(Clone, Copy)]
+struct Out32 {
+    zp: __m512i,
+    lo: __m512i,
+    hi: __m512i,
+}
+
+impl Out32 {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn new(rq: &Requant<'_>) -> Self {
+        Self { zp: _mm512_set1_epi32(rq.zero_point), lo: _mm512_set1_epi32(rq.lo), hi: _mm512_set1_epi32(rq.hi) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn clamp(&self, v: __m512i) -> __m512i {
+        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, self.zp), self.lo), self.hi)
     }
 }
 
@@ -359,11 +379,13 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
         }
     }
     // Per-lane requantization constants: multiplier (i32 lanes), and shift / rounding term as i64 lanes
-    // for the even and the odd channels.
+    // for the even and the odd channels; the i32 form where every lane's shift allows it (and the residual's).
     let rq = &c.p.requant;
     let mut consts = [(_mm512_setzero_si512(), [_mm512_setzero_si512(); 4]); 2];
+    let mut hi32 = [None; 2];
     for (v, k) in consts.iter_mut().enumerate() {
-        let (mut mv, mut sv) = ([0i32; 16], [1i32; 16]);
+        // Lanes past the last channel get a harmless pair that every epilogue accepts.
+        let (mut mv, mut sv) = ([0i32; 16], [33i32; 16]);
         for l in 0..16 {
             if oc0 + 16 * v + l < c.m {
                 (mv[l], sv[l]) = rq.channel(oc0 + 16 * v + l);
@@ -372,11 +394,17 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
         // SAFETY: 16 i32 each.
         let (mv, sv) =
             unsafe { (_mm512_loadu_si512(mv.as_ptr() as *const _), _mm512_loadu_si512(sv.as_ptr() as *const _)) };
+        hi32[v] = HiShift::lanes(mv, sv);
         let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
         let one = _mm512_set1_epi64(1);
         let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
         *k = (mv, [se, so, rnd(se), rnd(so)]);
     }
+    let small = c.p.residual.map(|rr| SmallInput::new(&rr));
+    if small.is_some_and(|s| s.is_none()) {
+        hi32 = [None; 2];
+    }
+    let out32 = Out32::new(rq);
     let zp = _mm512_set1_epi64(rq.zero_point as i64);
     let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
     let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
@@ -394,13 +422,9 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
         for (j, row) in bytes.iter_mut().enumerate().take(W) {
             for (v, &(mv, [se, so, re, ro])) in consts.iter().enumerate() {
                 let a = acc[r * W + j][v];
-                let e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, mv), re), se);
-                let oa = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mv, 32));
-                let o = _mm512_srav_epi64(_mm512_add_epi64(oa, ro), so);
-                let (mut e, mut o) = (e, o);
-                if let (Some(res), Some(rr)) = (c.res, c.p.residual) {
-                    // Gather each channel's residual byte as the top (or, near a row start, the bottom) byte of
-                    // a dword that stays inside that channel's hw >= 7 bytes.
+                // Each channel's residual byte, sign-extended: gathered as the top (or, near a row start, the
+                // bottom) byte of a dword that stays inside that channel's hw >= 7 bytes.
+                let res = c.res.map(|res| {
                     let at = (oc0 + 16 * v) * c.hw + out + j;
                     let back = (out + j).min(3);
                     // SAFETY: the live lanes read bytes at - back .. at - back + 4 of live channels.
@@ -413,13 +437,26 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                         )
                     };
                     let sh = _mm_cvtsi32_si128(8 * (3 - back as i32));
-                    let rv = _mm512_sra_epi32(_mm512_sll_epi32(g, sh), _mm_cvtsi32_si128(24));
-                    let rv = _mm512_sub_epi32(rv, _mm512_set1_epi32(rr.zero_point));
-                    let (re2, ro2) = requant64(rv, rr.multiplier, rr.shift);
-                    e = _mm512_add_epi64(sat32(e), sat32(re2));
-                    o = _mm512_add_epi64(sat32(o), sat32(ro2));
-                }
-                let v32 = _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32));
+                    _mm512_sra_epi32(_mm512_sll_epi32(g, sh), _mm_cvtsi32_si128(24))
+                });
+                let v32 = if let Some(h) = &hi32[v] {
+                    let mut y = h.apply(a);
+                    if let (Some(res), Some(Some(sm))) = (res, small) {
+                        y = _mm512_add_epi32(y, sm.apply(res));
+                    }
+                    out32.clamp(y)
+                } else {
+                    let mut e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, mv), re), se);
+                    let oa = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mv, 32));
+                    let mut o = _mm512_srav_epi64(_mm512_add_epi64(oa, ro), so);
+                    if let (Some(res), Some(rr)) = (res, c.p.residual) {
+                        let rv = _mm512_sub_epi32(res, _mm512_set1_epi32(rr.zero_point));
+                        let (re2, ro2) = requant64(rv, rr.multiplier, rr.shift);
+                        e = _mm512_add_epi64(sat32(e), sat32(re2));
+                        o = _mm512_add_epi64(sat32(o), sat32(ro2));
+                    }
+                    _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
+                };
                 // SAFETY: 16 bytes of this position's row.
                 unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, _mm512_cvtepi32_epi8(v32)) };
             }

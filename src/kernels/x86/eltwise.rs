@@ -3,7 +3,7 @@
 //! sum equals the spec's saturating steps because lo and hi lie in i8).
 
 use super::avx2;
-use super::conv_i8::{requant64, sat32};
+use super::requant::{requant64, sat32};
 use crate::kernels::generic;
 use crate::kernels::AddParams;
 use core::arch::x86_64::*;

@@ -17,6 +17,7 @@ mod eltwise;
 mod fill;
 mod pool;
 mod quantize;
+mod requant;
 mod winograd;
 
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};

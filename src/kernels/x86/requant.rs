@@ -1,0 +1,114 @@
+//! AVX-512 requantization (docs/int8-spec.md section 3.1), exact for every input:
+//!
+//! - [`requant64`] is the general form, in 64-bit lanes: two half-width results per 16 accumulators, each
+//!   saturated ([`sat32`]) before it is added to anything.
+//! - [`HiShift`] and [`SmallInput`] keep all 16 lanes in i32 for the parameters real nets have (the
+//!   convolution's shift ≥ 33, a residual's in [17, 47]): about half the instructions of the 64-bit form,
+//!   which on short reductions (K = 144) is a third of a convolution's time. The identities they rest on:
+//!   `floor((P + 2^32 R) / 2^32) = floor(P / 2^32) + R` and `floor(floor(X / 2^a) / 2^b) = floor(X / 2^(a+b))`.
+
+use crate::kernels::ResidualRequant;
+use core::arch::x86_64::*;
+
+/// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn requant64(acc: __m512i, m: i32, s: i32) -> (__m512i, __m512i) {
+    let mv = _mm512_set1_epi64(m as i64);
+    let rnd = _mm512_set1_epi64(1i64 << (s - 1));
+    let sh = _mm_cvtsi32_si128(s);
+    let e = _mm512_mul_epi32(acc, mv);
+    let o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), mv);
+    (_mm512_sra_epi64(_mm512_add_epi64(e, rnd), sh), _mm512_sra_epi64(_mm512_add_epi64(o, rnd), sh))
+}
+
+/// Saturation of i64 lanes to i32 (the requantize result is an i32).
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn sat32(v: __m512i) -> __m512i {
+    _mm512_min_epi64(_mm512_max_epi64(v, _mm512_set1_epi64(i32::MIN as i64)), _mm512_set1_epi64(i32::MAX as i64))
+}
+
+/// `requantize(acc, m, s)` for shifts in [33, 62], per lane: the high half of the 64-bit product plus
+/// `2^(s-33)`, shifted right by `s - 32`. The result lies within ±2^29 (|acc · m| < 2^62), so the spec's i32
+/// clamp, and the saturation of any later add of a term below 2^30, never act.
+#[derive(Clone, Copy)]
+pub(super) struct HiShift {
+    /// Each lane's multiplier in its low and its high i32 (`vpmuldq` reads the low one of each i64).
+    m_even: __m512i,
+    m_odd: __m512i,
+    rnd: __m512i,
+    shift: __m512i,
+}
+
+impl HiShift {
+    /// One pair for all lanes, or `None` when the shift is below 33.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn uniform(m: i32, s: i32) -> Option<Self> {
+        (33..=62).contains(&s).then(|| Self {
+            m_even: _mm512_set1_epi32(m),
+            m_odd: _mm512_set1_epi32(m),
+            rnd: _mm512_set1_epi32(1 << (s - 33)),
+            shift: _mm512_set1_epi32(s - 32),
+        })
+    }
+
+    /// A pair per lane, or `None` when any shift is below 33.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn lanes(m: __m512i, s: __m512i) -> Option<Self> {
+        let ok = _mm512_cmpge_epi32_mask(s, _mm512_set1_epi32(33)) & _mm512_cmple_epi32_mask(s, _mm512_set1_epi32(62));
+        (ok == u16::MAX).then(|| Self {
+            m_even: m,
+            m_odd: _mm512_srli_epi64(m, 32),
+            rnd: _mm512_sllv_epi32(_mm512_set1_epi32(1), _mm512_sub_epi32(s, _mm512_set1_epi32(33))),
+            shift: _mm512_sub_epi32(s, _mm512_set1_epi32(32)),
+        })
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn apply(&self, acc: __m512i) -> __m512i {
+        let even = _mm512_srli_epi64(_mm512_mul_epi32(acc, self.m_even), 32);
+        let odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), self.m_odd);
+        let hi = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+        _mm512_srav_epi32(_mm512_add_epi32(hi, self.rnd), self.shift)
+    }
+}
+
+/// `requantize(q - zp, m, s)` for int8 inputs `q` and shifts in [17, 47], in i32: with `m = 2^16 mh + ml`,
+/// `A = (q - zp) mh + 2^(s-17)` and `B = (q - zp) ml` stay below 2^31, and the result is
+/// `(A + (B >> 16)) >> (s - 16)`, within ±2^23 (so no clamp acts).
+#[derive(Clone, Copy)]
+pub(super) struct SmallInput {
+    zp: __m512i,
+    mh: __m512i,
+    ml: __m512i,
+    rnd: __m512i,
+    shift: __m128i,
+}
+
+impl SmallInput {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn new(r: &ResidualRequant) -> Option<Self> {
+        (17..=47).contains(&r.shift).then(|| Self {
+            zp: _mm512_set1_epi32(r.zero_point),
+            mh: _mm512_set1_epi32(r.multiplier >> 16),
+            ml: _mm512_set1_epi32(r.multiplier & 0xffff),
+            rnd: _mm512_set1_epi32(1 << (r.shift - 17)),
+            shift: _mm_cvtsi32_si128(r.shift - 16),
+        })
+    }
+
+    /// `q`: int8 values in i32 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn apply(&self, q: __m512i) -> __m512i {
+        let d = _mm512_sub_epi32(q, self.zp);
+        let a = _mm512_add_epi32(_mm512_mullo_epi32(d, self.mh), self.rnd);
+        let b = _mm512_srai_epi32::<16>(_mm512_mullo_epi32(d, self.ml));
+        _mm512_sra_epi32(_mm512_add_epi32(a, b), self.shift)
+    }
+}
