@@ -64,7 +64,7 @@ fn tile_avx512(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     // SAFETY: (all three) the registry lists this kernel under the avx512 tier; pack_avx512 chose the layout.
     match (c.pack.mr, c.w_out) {
         (ROW_MR, 1) => unsafe { rows_avx512::<1, 1>(c, w, t, blk) },
-        (ROW_MR, 7) => unsafe { rows_avx512::<7, 2>(c, w, t, blk) },
+        (ROW_MR, 7) => unsafe { rows_avx512::<7, 1>(c, w, t, blk) },
         (ROW_MR, 8) => unsafe { rows_avx512::<8, 1>(c, w, t, blk) },
         (ROW_MR, _) => unsafe { rows_avx512::<14, 1>(c, w, t, blk) },
         _ => unsafe { grid_avx512(c, w, t, blk) },

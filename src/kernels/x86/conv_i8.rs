@@ -30,7 +30,7 @@ pub const QS8_CONV_VNNI: QConv = QConv {
     run: |g, pack, p, x, r, y, s, par| {
         let kernels: (TileFn, BlockFn) = match (pack.mr, g.w_out, pack.planes.map_or(1, |p| p.cgroup)) {
             (ROW_MR, 1, _) => (|_, _, _| {}, rows_vnni::<1, 1>),
-            (ROW_MR, 7, _) => (|_, _, _| {}, rows_vnni::<7, 2>),
+            (ROW_MR, 7, _) => (|_, _, _| {}, rows_vnni::<7, 1>),
             (ROW_MR, 8, _) => (|_, _, _| {}, rows_vnni::<8, 1>),
             (ROW_MR, _, _) => (|_, _, _| {}, rows_vnni::<14, 1>),
             (_, _, 1) => (panel_vnni, block_vnni::<false>),
@@ -146,9 +146,11 @@ fn run(
                 fill_planes(g, &pl, xn, ch, rows, |v: i8| (v as u8) ^ 0x80, pad, out);
             }
         };
+        // Kernels that read the interleaved planes in place pack no panels, so the weight blocks may come
+        // first (ResNet-18's 7x7 layers, 2.4 MB of weights each, then stream them once instead of per tile).
         // SAFETY: the registry lists each kernel under the tier that provides its features; worker w only
         // touches panel w.
-        drive(g, pack, false, par, &fill, &|w, t| unsafe { tile(&ctx, w, t) }, &|w, t, b| unsafe {
+        drive(g, pack, pl.cgroup == 4, par, &fill, &|w, t| unsafe { tile(&ctx, w, t) }, &|w, t, b| unsafe {
             block(&ctx, w, t, b)
         });
     }

@@ -178,7 +178,7 @@ pub(crate) fn row_shape(g: &ConvGeom) -> Option<(usize, usize)> {
         return None;
     }
     match g.w_out {
-        7 => Some((7, 2)),
+        7 => Some((7, 1)),
         8 => Some((8, 1)),
         14 | 28 => Some((14, 1)),
         _ => None,
