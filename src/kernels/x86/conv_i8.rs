@@ -286,7 +286,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
                 continue;
             }
             let at = oc * c.hw + start;
-            let acc = _mm512_maskz_compress_epi32(mask, acc);
+            let acc = if mask == u16::MAX { acc } else { _mm512_maskz_compress_epi32(mask, acc) };
             // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
             let res = c.res.map(|res| unsafe { _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, res.get().add(at))) });
             let out = if let Some(h) = &hi32 {
@@ -463,11 +463,60 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                 unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, _mm512_cvtepi32_epi8(v32)) };
             }
         }
-        for l in 0..ROW_MR.min(c.m - oc0) {
+        let live_channels = ROW_MR.min(c.m - oc0);
+        if W == 8 {
+            // SAFETY: channels below m, the 8 outputs from `out` of a real run.
+            unsafe { store_transposed8(c.y.get().add(oc0 * c.hw + out), c.hw, &bytes, live_channels) };
+            continue;
+        }
+        for l in 0..live_channels {
             let dst = (oc0 + l) * c.hw + out;
             for (j, row) in bytes.iter().enumerate().take(W) {
                 // SAFETY: channel oc0 + l < m, output index out + j of a real run.
                 unsafe { *c.y.get().add(dst + j) = row[l] };
+            }
+        }
+    }
+}
+
+/// Writes `rows[j][l]` (8 positions x 32 channels) to `dst[l · stride + j]` for the first `live` channels:
+/// three rounds of unpacks turn each 16-channel half into 8-byte channel rows (one store each rather than
+/// eight; ResNet-20's 8x8 layers write 256 outputs per task).
+///
+/// # Safety
+/// SSE2 available; `dst + l · stride .. + 8` is writable for every `l` < `live`.
+#[inline]
+#[target_feature(enable = "sse2")]
+unsafe fn store_transposed8(dst: *mut i8, stride: usize, rows: &[[i8; ROW_MR]; 14], live: usize) {
+    for v in 0..2 {
+        // SAFETY: 16 bytes of a 32-byte row.
+        let x = |j: usize| unsafe { _mm_loadu_si128(rows[j].as_ptr().add(16 * v) as *const __m128i) };
+        let (x0, x1, x2, x3, x4, x5, x6, x7) = (x(0), x(1), x(2), x(3), x(4), x(5), x(6), x(7));
+        // Channels 0-7 / 8-15 of positions 2i, 2i+1.
+        let (a0, a1) = (_mm_unpacklo_epi8(x0, x1), _mm_unpackhi_epi8(x0, x1));
+        let (a2, a3) = (_mm_unpacklo_epi8(x2, x3), _mm_unpackhi_epi8(x2, x3));
+        let (a4, a5) = (_mm_unpacklo_epi8(x4, x5), _mm_unpackhi_epi8(x4, x5));
+        let (a6, a7) = (_mm_unpacklo_epi8(x6, x7), _mm_unpackhi_epi8(x6, x7));
+        // Four channels each, positions 0-3 or 4-7.
+        let b = [
+            (_mm_unpacklo_epi16(a0, a2), _mm_unpacklo_epi16(a4, a6)),
+            (_mm_unpackhi_epi16(a0, a2), _mm_unpackhi_epi16(a4, a6)),
+            (_mm_unpacklo_epi16(a1, a3), _mm_unpacklo_epi16(a5, a7)),
+            (_mm_unpackhi_epi16(a1, a3), _mm_unpackhi_epi16(a5, a7)),
+        ];
+        for (q, &(lo4, hi4)) in b.iter().enumerate() {
+            // Two channels' 8 positions each.
+            for (h, pair) in [_mm_unpacklo_epi32(lo4, hi4), _mm_unpackhi_epi32(lo4, hi4)].into_iter().enumerate() {
+                let l = 16 * v + 4 * q + 2 * h;
+                // SAFETY: channels l and l + 1 are written only when live.
+                unsafe {
+                    if l < live {
+                        _mm_storel_epi64(dst.add(l * stride) as *mut __m128i, pair);
+                    }
+                    if l + 1 < live {
+                        _mm_storeh_pd(dst.add((l + 1) * stride) as *mut f64, _mm_castsi128_pd(pair));
+                    }
+                }
             }
         }
     }
