@@ -66,6 +66,7 @@ fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
         pack.panel_bytes = pack.kp * 32;
         pack
     };
+    pack.bq.resize(pack.blocks(g.c_out) * MR, 0);
     set_band(&mut pack, g);
     pack
 }
@@ -240,11 +241,11 @@ unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8)
 unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
+    // The bias is padded to whole blocks (pack_vnni).
+    let bias = &p.bq[blk * MR..][..MR];
     let mut acc = [[_mm512_setzero_si512(); 2]; MR];
-    for (r, acc) in acc.iter_mut().enumerate() {
-        if let Some(&b) = p.bq.get(blk * MR + r) {
-            *acc = [_mm512_set1_epi32(b); 2];
-        }
+    for (acc, &b) in acc.iter_mut().zip(bias) {
+        *acc = [_mm512_set1_epi32(b); 2];
     }
     // SAFETY: the panel has kp * 32 bytes, the block kp * MR weights.
     unsafe {
