@@ -18,7 +18,7 @@ use super::requant::{requant64, sat32, HiShift, SmallInput};
 use super::{
     drive, live, panel_stride, row_shape, set_band, split_scratch, supports, PlaneCopies, Runs, Shared, ROW_MR,
 };
-use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel};
+use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel, Planes};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams, Requant};
 use core::arch::x86_64::*;
@@ -141,8 +141,7 @@ fn run(
             };
             if pl.cgroup == 4 {
                 // SAFETY: interleaved planes are only packed by the VNNI kernel, listed under its tier.
-                let row = |dst: &mut [u8], src: &[Option<&[i8]>], sw| unsafe { interleave4(dst, src, sw, pad) };
-                fill_planes_with(g, &pl, xn, ch, rows, pad, out, row);
+                unsafe { fill_interleaved(g, &pl, xn, ch, rows, pad, out) };
             } else {
                 fill_planes(g, &pl, xn, ch, rows, |v: i8| (v as u8) ^ 0x80, pad, out);
             }
@@ -185,12 +184,33 @@ unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
     }
 }
 
+/// [`fill_planes_with`] for the interleaved planes, compiled with the features of [`interleave4`] so that
+/// it inlines into the row loop (a call per row of 34 positions cost as much as the row).
+///
+/// # Safety
+/// AVX-512 F/BW/VL available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn fill_interleaved(
+    g: &ConvGeom,
+    pl: &Planes,
+    x: &[i8],
+    groups: core::ops::Range<usize>,
+    rows: core::ops::Range<usize>,
+    pad: u8,
+    out: &mut [u8],
+) {
+    // SAFETY: the frame passes each row's source from its first valid column, holding the values read.
+    let row = |dst: &mut [u8], src: &[Option<&[i8]>], sw| unsafe { interleave4(dst, src, sw, pad) };
+    fill_planes_with(g, pl, x, groups, rows, pad, out, row);
+}
+
 /// One row of interleaved planes: `dst[4i + j] = src[j][i · sw] + 128` (as u8), `pad` for a missing channel.
 /// Strides 1 ([`interleave4_unit`]) and 2 (the stride-2 layers' phase planes) are vectorized; stride 2 takes
 /// 16 outputs per step, a row's even bytes taken by narrowing its 16-bit lanes (`vpmovwb`).
 ///
 /// # Safety
 /// AVX-512 BW/VL available; each source row holds the `(dst.len() / 4 - 1) · sw + 1` values read.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8) {
     let n = dst.len() / 4;
@@ -530,6 +550,7 @@ unsafe fn store_transposed8(dst: *mut i8, stride: usize, rows: &[[i8; ROW_MR]; 1
 ///
 /// # Safety
 /// AVX-512 BW available; each source row holds `dst.len() / 4` values.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn interleave4_unit(dst: &mut [u8], src: &[Option<&[i8]>], pad: u8) {
     let n = dst.len() / 4;
