@@ -408,15 +408,18 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
     let mut hi32 = [None; 2];
     for (v, k) in consts.iter_mut().enumerate() {
         // Lanes past the last channel get a harmless pair that every epilogue accepts.
-        let (mut mv, mut sv) = ([0i32; 16], [33i32; 16]);
-        for l in 0..16 {
-            if oc0 + 16 * v + l < c.m {
-                (mv[l], sv[l]) = rq.channel(oc0 + 16 * v + l);
+        let (mv, sv) = if rq.multiplier.len() == 1 {
+            let (m, s) = rq.channel(0);
+            (_mm512_maskz_set1_epi32(live(v), m), _mm512_mask_set1_epi32(_mm512_set1_epi32(33), live(v), s))
+        } else {
+            // SAFETY: the live lanes are channels below m, which per-channel pairs cover.
+            unsafe {
+                (
+                    _mm512_maskz_loadu_epi32(live(v), rq.multiplier.as_ptr().add(oc0 + 16 * v)),
+                    _mm512_mask_loadu_epi32(_mm512_set1_epi32(33), live(v), rq.shift.as_ptr().add(oc0 + 16 * v)),
+                )
             }
-        }
-        // SAFETY: 16 i32 each.
-        let (mv, sv) =
-            unsafe { (_mm512_loadu_si512(mv.as_ptr() as *const _), _mm512_loadu_si512(sv.as_ptr() as *const _)) };
+        };
         hi32[v] = HiShift::lanes(mv, sv);
         let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
         let one = _mm512_set1_epi64(1);
