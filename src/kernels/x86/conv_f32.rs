@@ -237,7 +237,7 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: 
     // stay inside the planes (ConvPack::new); the block has kp * 32 weights.
     unsafe {
         for v in 0..2 {
-            let b = _mm512_maskz_loadu_ps(live(v), p.bf.as_ptr().add(oc0 + 16 * v));
+            let b = _mm512_maskz_loadu_ps(live(v), p.bf.as_ptr().wrapping_add(oc0 + 16 * v));
             for a in acc.iter_mut().take(W * S) {
                 a[v] = b;
             }
@@ -283,12 +283,12 @@ unsafe fn rows_avx512<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: 
                             _mm512_setzero_ps(),
                             mask,
                             stride,
-                            res.get().add(at) as *const f32,
+                            res.get().wrapping_add(at) as *const f32,
                         );
                         val = _mm512_add_ps(val, rv);
                     }
                     let val = _mm512_min_ps(_mm512_max_ps(val, lo), hi);
-                    _mm512_mask_i32scatter_ps::<4>(c.y.get().add(at), mask, stride, val);
+                    _mm512_mask_i32scatter_ps::<4>(c.y.get().wrapping_add(at), mask, stride, val);
                 }
             }
         }

@@ -376,7 +376,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
     // inside the planes (ConvPack::interleaved); the block has kp * 32 weights.
     unsafe {
         for v in 0..2 {
-            let b = _mm512_maskz_loadu_epi32(live(v), p.bq.as_ptr().add(oc0 + 16 * v));
+            let b = _mm512_maskz_loadu_epi32(live(v), p.bq.as_ptr().wrapping_add(oc0 + 16 * v));
             for a in acc.iter_mut().take(W * S) {
                 a[v] = b;
             }
@@ -415,8 +415,12 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
             // SAFETY: the live lanes are channels below m, which per-channel pairs cover.
             unsafe {
                 (
-                    _mm512_maskz_loadu_epi32(live(v), rq.multiplier.as_ptr().add(oc0 + 16 * v)),
-                    _mm512_mask_loadu_epi32(_mm512_set1_epi32(33), live(v), rq.shift.as_ptr().add(oc0 + 16 * v)),
+                    _mm512_maskz_loadu_epi32(live(v), rq.multiplier.as_ptr().wrapping_add(oc0 + 16 * v)),
+                    _mm512_mask_loadu_epi32(
+                        _mm512_set1_epi32(33),
+                        live(v),
+                        rq.shift.as_ptr().wrapping_add(oc0 + 16 * v),
+                    ),
                 )
             }
         };
@@ -459,7 +463,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                             _mm512_setzero_si512(),
                             live(v),
                             stride,
-                            res.get().add(at - back) as *const i32,
+                            res.get().wrapping_add(at - back) as *const i32,
                         )
                     };
                     let sh = _mm_cvtsi32_si128(8 * (3 - back as i32));
