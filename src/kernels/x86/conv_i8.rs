@@ -6,21 +6,21 @@
 //! - VNNI: when the input channels come in fours, the planes interleave four channels per element
 //!   ([`ConvPack::interleaved`]), so a tap's 32 positions x 4 channels are 128 contiguous bytes, read in place;
 //!   otherwise (the 3-channel stem) a tile's input is packed per worker as `[kp/4][32 positions][4 bytes]`.
-//!   Weights `[m/8][kp/4][8][4]`; `vpdpbusd` (u8 x s8, 4 products per lane) into 8 x 2 accumulators. The epilogue
-//!   requantizes in 64-bit lanes (`vpmuldq`, `vpsraq`), adds the requantized residual, the zero point,
-//!   clamps, and stores the real lanes.
+//!   Weights `[m/8][kp/4][8][4]`; `vpdpbusd` (u8 x s8, 4 products per lane) into 8 x 2 accumulators. The
+//!   epilogue ([`Epilogue`]) requantizes, adds the requantized residual, the zero point, clamps, and stores
+//!   the real lanes; in i32 lanes for the shifts real nets have ([`HiShift`]), else in 64-bit lanes.
 //! - AVX2: input `[kp/2][16][2]` as i16 and weights `[m/8][kp/2][8][2]` as i16; `vpmaddwd` gives exact
 //!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the VNNI one with AVX2 stand-ins
 //!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
 use super::avx2::{self, compress};
-use super::requant::{requant64, sat32, HiShift, SmallInput};
+use super::requant::{requant64, Epilogue, HiShift};
 use super::{
     drive, live, panel_stride, row_shape, set_band, split_scratch, supports, PlaneCopies, Runs, Shared, ROW_MR,
 };
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel, Planes};
 use crate::kernels::registry::QConv;
-use crate::kernels::{ConvGeom, QConvParams, Requant};
+use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::x86_64::*;
 
 /// AVX-512 VNNI int8 convolution (tier `avx512vnni`).
@@ -285,11 +285,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
         }
     }
     let rq = &c.p.requant;
-    let zp = _mm512_set1_epi64(rq.zero_point as i64);
-    let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
-    let out32 = Out32::new(rq);
-    // The i32 epilogue needs the residual's (if any) in range too.
-    let small = c.p.residual.map(|rr| SmallInput::new(&rr));
+    let epi = Epilogue::new(rq, c.p.residual);
     // Each half's real lanes (a mask over the grid positions), how many there are, and the first one's index.
     let chunks = [0, 1].map(|v| {
         let ch = p.chunks[t * 2 + v];
@@ -301,7 +297,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
             break;
         }
         let (m, s) = rq.channel(oc);
-        let hi32 = HiShift::uniform(m, s).filter(|_| small.is_none_or(|s| s.is_some()));
+        let hi32 = HiShift::uniform(m, s).filter(|_| epi.i32_ready());
         for (&acc, &(mask, keep, start)) in acc.iter().zip(&chunks) {
             if mask == 0 {
                 continue;
@@ -310,49 +306,16 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
             let acc = if mask == u16::MAX { acc } else { _mm512_maskz_compress_epi32(mask, acc) };
             // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
             let res = c.res.map(|res| unsafe { _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, res.get().add(at))) });
-            let out = if let Some(h) = &hi32 {
-                let mut v = h.apply(acc);
-                if let (Some(res), Some(Some(sm))) = (res, small) {
-                    v = _mm512_add_epi32(v, sm.apply(res));
+            let out = match &hi32 {
+                Some(h) => epi.i32(h, acc, res),
+                None => {
+                    let (e, o) = requant64(acc, m, s);
+                    epi.i64(e, o, res)
                 }
-                out32.clamp(v)
-            } else {
-                let (mut e, mut o) = requant64(acc, m, s);
-                if let (Some(res), Some(rr)) = (res, c.p.residual) {
-                    let rv = _mm512_sub_epi32(res, _mm512_set1_epi32(rr.zero_point));
-                    let (re, ro) = requant64(rv, rr.multiplier, rr.shift);
-                    e = _mm512_add_epi64(sat32(e), sat32(re));
-                    o = _mm512_add_epi64(sat32(o), sat32(ro));
-                }
-                // Clamping the exact sum to [lo, hi] equals the spec's i32-saturating steps: lo and hi lie in i8.
-                let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
-                _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
             };
             // SAFETY: as above.
             unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, _mm512_cvtepi32_epi8(out)) };
         }
-    }
-}
-
-/// The output stage (spec 3.2) in i32 lanes, for values that cannot overflow when the zero point is added.
-#[derive(Clone, Copy)]
-struct Out32 {
-    zp: __m512i,
-    lo: __m512i,
-    hi: __m512i,
-}
-
-impl Out32 {
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn new(rq: &Requant<'_>) -> Self {
-        Self { zp: _mm512_set1_epi32(rq.zero_point), lo: _mm512_set1_epi32(rq.lo), hi: _mm512_set1_epi32(rq.hi) }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    fn clamp(&self, v: __m512i) -> __m512i {
-        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, self.zp), self.lo), self.hi)
     }
 }
 
@@ -404,6 +367,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
     // Per-lane requantization constants: multiplier (i32 lanes), and shift / rounding term as i64 lanes
     // for the even and the odd channels; the i32 form where every lane's shift allows it (and the residual's).
     let rq = &c.p.requant;
+    let epi = Epilogue::new(rq, c.p.residual);
     let mut consts = [(_mm512_setzero_si512(), [_mm512_setzero_si512(); 4]); 2];
     let mut hi32 = [None; 2];
     for (v, k) in consts.iter_mut().enumerate() {
@@ -424,20 +388,12 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                 )
             }
         };
-        hi32[v] = HiShift::lanes(mv, sv);
+        hi32[v] = HiShift::lanes(mv, sv).filter(|_| epi.i32_ready());
         let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
         let one = _mm512_set1_epi64(1);
         let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
         *k = (mv, [se, so, rnd(se), rnd(so)]);
     }
-    let small = c.p.residual.map(|rr| SmallInput::new(&rr));
-    if small.is_some_and(|s| s.is_none()) {
-        hi32 = [None; 2];
-    }
-    let out32 = Out32::new(rq);
-    let zp = _mm512_set1_epi64(rq.zero_point as i64);
-    let (lo, hi) = (_mm512_set1_epi64(rq.lo as i64), _mm512_set1_epi64(rq.hi as i64));
-    let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
     // Lane l is channel oc0 + 16v + l: hw bytes apart in the output.
     let stride = _mm512_mullo_epi32(
         _mm512_set1_epi32(c.hw as i32),
@@ -469,23 +425,13 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                     let sh = _mm_cvtsi32_si128(8 * (3 - back as i32));
                     _mm512_sra_epi32(_mm512_sll_epi32(g, sh), _mm_cvtsi32_si128(24))
                 });
-                let v32 = if let Some(h) = &hi32[v] {
-                    let mut y = h.apply(a);
-                    if let (Some(res), Some(Some(sm))) = (res, small) {
-                        y = _mm512_add_epi32(y, sm.apply(res));
+                let v32 = match &hi32[v] {
+                    Some(h) => epi.i32(h, a, res),
+                    None => {
+                        let e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, mv), re), se);
+                        let oa = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mv, 32));
+                        epi.i64(e, _mm512_srav_epi64(_mm512_add_epi64(oa, ro), so), res)
                     }
-                    out32.clamp(y)
-                } else {
-                    let mut e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, mv), re), se);
-                    let oa = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mv, 32));
-                    let mut o = _mm512_srav_epi64(_mm512_add_epi64(oa, ro), so);
-                    if let (Some(res), Some(rr)) = (res, c.p.residual) {
-                        let rv = _mm512_sub_epi32(res, _mm512_set1_epi32(rr.zero_point));
-                        let (re2, ro2) = requant64(rv, rr.multiplier, rr.shift);
-                        e = _mm512_add_epi64(sat32(e), sat32(re2));
-                        o = _mm512_add_epi64(sat32(o), sat32(ro2));
-                    }
-                    _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
                 };
                 // SAFETY: 16 bytes of this position's row.
                 unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, _mm512_cvtepi32_epi8(v32)) };

@@ -7,7 +7,7 @@
 //!   which on short reductions (K = 144) is a third of a convolution's time. The identities they rest on:
 //!   `floor((P + 2^32 R) / 2^32) = floor(P / 2^32) + R` and `floor(floor(X / 2^a) / 2^b) = floor(X / 2^(a+b))`.
 
-use crate::kernels::ResidualRequant;
+use crate::kernels::{Requant, ResidualRequant};
 use core::arch::x86_64::*;
 
 /// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
@@ -110,5 +110,76 @@ impl SmallInput {
         let a = _mm512_add_epi32(_mm512_mullo_epi32(d, self.mh), self.rnd);
         let b = _mm512_srai_epi32::<16>(_mm512_mullo_epi32(d, self.ml));
         _mm512_sra_epi32(_mm512_add_epi32(a, b), self.shift)
+    }
+}
+
+/// The output stage (spec 3.2) in i32 lanes, for values that cannot overflow when the zero point is added.
+#[derive(Clone, Copy)]
+struct Out32 {
+    zp: __m512i,
+    lo: __m512i,
+    hi: __m512i,
+}
+
+/// A convolution's epilogue after the accumulators, for 16 outputs: requantize, add the requantized
+/// residual (if any), add the zero point, clamp. Lanes hold i32 results; `res` the residual's int8 values.
+#[derive(Clone, Copy)]
+pub(super) struct Epilogue {
+    out: Out32,
+    /// The residual's pair in i32 form; `None` when it is out of [`SmallInput`]'s range (or absent).
+    small: Option<SmallInput>,
+    residual: Option<ResidualRequant>,
+}
+
+impl Epilogue {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn new(rq: &Requant<'_>, residual: Option<ResidualRequant>) -> Self {
+        Self {
+            out: Out32 {
+                zp: _mm512_set1_epi32(rq.zero_point),
+                lo: _mm512_set1_epi32(rq.lo),
+                hi: _mm512_set1_epi32(rq.hi),
+            },
+            small: residual.and_then(|r| SmallInput::new(&r)),
+            residual,
+        }
+    }
+
+    /// Whether the i32 form ([`Self::i32`]) serves this node's residual (always, without one).
+    #[inline]
+    pub(super) fn i32_ready(&self) -> bool {
+        self.residual.is_none() || self.small.is_some()
+    }
+
+    /// The i32 form: `h` requantizes `acc`; needs [`Self::i32_ready`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m512i {
+        let mut v = h.apply(acc);
+        if let (Some(res), Some(sm)) = (res, &self.small) {
+            v = _mm512_add_epi32(v, sm.apply(res));
+        }
+        let o = &self.out;
+        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, o.zp), o.lo), o.hi)
+    }
+
+    /// The general form, from the requantized even and odd lanes in i64 ([`requant64`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn i64(&self, mut e: __m512i, mut o: __m512i, res: Option<__m512i>) -> __m512i {
+        if let (Some(res), Some(rr)) = (res, self.residual) {
+            let (re, ro) = requant64(_mm512_sub_epi32(res, _mm512_set1_epi32(rr.zero_point)), rr.multiplier, rr.shift);
+            e = _mm512_add_epi64(sat32(e), sat32(re));
+            o = _mm512_add_epi64(sat32(o), sat32(ro));
+        }
+        // Clamping the exact sum to [lo, hi] equals the spec's i32-saturating steps: lo and hi lie in i8.
+        let (zp, lo, hi) = (
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.out.zp)),
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.out.lo)),
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.out.hi)),
+        );
+        let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
+        _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
     }
 }
