@@ -8,13 +8,13 @@
 //!   otherwise (the 3-channel stem) a tile's input is packed per worker as `[kp/4][32 positions][4 bytes]`.
 //!   Weights `[m/8][kp/4][8][4]`; `vpdpbusd` (u8 x s8, 4 products per lane) into 8 x 2 accumulators. The
 //!   epilogue ([`Epilogue`]) requantizes, adds the requantized residual, the zero point, clamps, and stores
-//!   the real lanes; in i32 lanes for the shifts real nets have ([`HiShift`]), else in 64-bit lanes.
+//!   the real lanes; in i32 lanes for the shifts real nets have (`requant::HiShift`), else in 64-bit lanes.
 //! - AVX2: input `[kp/2][16][2]` as i16 and weights `[m/8][kp/2][8][2]` as i16; `vpmaddwd` gives exact
 //!   pair sums (no `vpmaddubsw`: it saturates, section 11.1). The epilogue is the VNNI one with AVX2 stand-ins
 //!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
 use super::avx2::{self, compress};
-use super::requant::{requant64, Epilogue, HiShift};
+use super::requant::{requant64, Epilogue};
 use super::{
     drive, live, panel_stride, row_shape, set_band, split_scratch, supports, PlaneCopies, Runs, Shared, ROW_MR,
 };
@@ -297,7 +297,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
             break;
         }
         let (m, s) = rq.channel(oc);
-        let hi32 = HiShift::uniform(m, s).filter(|_| epi.i32_ready());
+        let hi32 = epi.hi_shift(m, s);
         for (&acc, &(mask, keep, start)) in acc.iter().zip(&chunks) {
             if mask == 0 {
                 continue;
@@ -388,7 +388,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                 )
             }
         };
-        hi32[v] = HiShift::lanes(mv, sv).filter(|_| epi.i32_ready());
+        hi32[v] = epi.hi_shift_lanes(mv, sv);
         let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
         let one = _mm512_set1_epi64(1);
         let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));

@@ -113,19 +113,14 @@ impl SmallInput {
     }
 }
 
-/// The output stage (spec 3.2) in i32 lanes, for values that cannot overflow when the zero point is added.
-#[derive(Clone, Copy)]
-struct Out32 {
-    zp: __m512i,
-    lo: __m512i,
-    hi: __m512i,
-}
-
 /// A convolution's epilogue after the accumulators, for 16 outputs: requantize, add the requantized
 /// residual (if any), add the zero point, clamp. Lanes hold i32 results; `res` the residual's int8 values.
 #[derive(Clone, Copy)]
 pub(super) struct Epilogue {
-    out: Out32,
+    /// The output stage (spec 3.2) as i32 lanes: in the i32 form nothing overflows when `zp` is added.
+    zp: __m512i,
+    lo: __m512i,
+    hi: __m512i,
     /// The residual's pair in i32 form; `None` when it is out of [`SmallInput`]'s range (or absent).
     small: Option<SmallInput>,
     residual: Option<ResidualRequant>,
@@ -136,23 +131,35 @@ impl Epilogue {
     #[target_feature(enable = "avx512f")]
     pub(super) fn new(rq: &Requant<'_>, residual: Option<ResidualRequant>) -> Self {
         Self {
-            out: Out32 {
-                zp: _mm512_set1_epi32(rq.zero_point),
-                lo: _mm512_set1_epi32(rq.lo),
-                hi: _mm512_set1_epi32(rq.hi),
-            },
+            zp: _mm512_set1_epi32(rq.zero_point),
+            lo: _mm512_set1_epi32(rq.lo),
+            hi: _mm512_set1_epi32(rq.hi),
             small: residual.and_then(|r| SmallInput::new(&r)),
             residual,
         }
     }
 
-    /// Whether the i32 form ([`Self::i32`]) serves this node's residual (always, without one).
+    /// The i32 form's requantization for one pair `(m, s)` on all lanes, or `None` where only the general
+    /// form serves: the shift is out of [`HiShift`]'s range, or the residual's out of [`SmallInput`]'s.
     #[inline]
-    pub(super) fn i32_ready(&self) -> bool {
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn hi_shift(&self, m: i32, s: i32) -> Option<HiShift> {
+        HiShift::uniform(m, s).filter(|_| self.i32_ready())
+    }
+
+    /// [`Self::hi_shift`] with a pair per lane.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn hi_shift_lanes(&self, m: __m512i, s: __m512i) -> Option<HiShift> {
+        HiShift::lanes(m, s).filter(|_| self.i32_ready())
+    }
+
+    /// Whether the i32 form serves this node's residual (always, without one).
+    fn i32_ready(&self) -> bool {
         self.residual.is_none() || self.small.is_some()
     }
 
-    /// The i32 form: `h` requantizes `acc`; needs [`Self::i32_ready`].
+    /// The i32 form, with `h` from [`Self::hi_shift`] or [`Self::hi_shift_lanes`].
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m512i {
@@ -160,8 +167,7 @@ impl Epilogue {
         if let (Some(res), Some(sm)) = (res, &self.small) {
             v = _mm512_add_epi32(v, sm.apply(res));
         }
-        let o = &self.out;
-        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, o.zp), o.lo), o.hi)
+        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, self.zp), self.lo), self.hi)
     }
 
     /// The general form, from the requantized even and odd lanes in i64 ([`requant64`]).
@@ -175,9 +181,9 @@ impl Epilogue {
         }
         // Clamping the exact sum to [lo, hi] equals the spec's i32-saturating steps: lo and hi lie in i8.
         let (zp, lo, hi) = (
-            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.out.zp)),
-            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.out.lo)),
-            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.out.hi)),
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.zp)),
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.lo)),
+            _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.hi)),
         );
         let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
         _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
