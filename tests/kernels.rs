@@ -643,6 +643,63 @@ fn resnet_layer_shapes_match_reference() {
     }
 }
 
+/// Whether the VNNI kernel of the tiers under test packs `case` (random weights `w`) as Winograd F(4x4, 3x3);
+/// `None` where that tier is not under test.
+fn vnni_winograd(case: &ConvCase, w: &[i8]) -> Option<bool> {
+    let (_, kernel) = qconv_kernels().into_iter().find(|(name, _)| name.ends_with("avx512vnni"))?;
+    let bias = vec![0; case.g.c_out];
+    let rq = Requant { multiplier: &[1 << 30], shift: &[40], zero_point: 0, lo: -128, hi: 127 };
+    let p = QConvParams { x_zero_point: 0, weight: w, bias: &bias, requant: rq, residual: None };
+    Some((kernel.pack)(&case.g, &p).winograd)
+}
+
+/// The 3x3 layers the VNNI tier computes by exact integer Winograd: random data, per-tensor and per-channel
+/// requantization, residuals, batches, all bit-exact with the reference.
+#[test]
+fn qs8_winograd_layers_match_reference() {
+    let cases = [
+        ConvCase::new(1, 1, (32, 32), (28, 28), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        ConvCase::new(2, 1, (64, 32), (28, 32), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        ConvCase::new(1, 1, (96, 64), (36, 24), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let w = Rng::new(1).i8s(case.g.c_out * case.k(), -127, 127);
+        assert_ne!(vnni_winograd(case, &w), Some(false), "{} is not taken by Winograd", case.describe());
+        for seed in 0..4u64 {
+            let seed = seed * 1000 + 77 + i as u64;
+            random_qconv(case, seed, seed.is_multiple_of(2), seed % 4 < 2, (seed % 4) as u8)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Winograd's exactness bound (every channel's `255 · Σ|w|` below 2^25): sums just inside it come out exact
+/// at both extremes; one unit more and the layer keeps the direct kernel.
+#[test]
+fn qs8_winograd_exact_at_its_bound() {
+    let case = ConvCase::new(1, 1, (128, 32), (28, 28), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1));
+    let k = case.k();
+    let limit = ((1i64 << 25) - 1) / 255; // largest Σ|w| inside the bound: 131586
+    for (extra, winograd) in [(0, true), (1, false)] {
+        // Every weight 114 or 115 (Σ = limit + extra), channels alternately positive and negative.
+        let row = |sign: i8| -> Vec<i8> {
+            let over = (limit + extra) as usize - 114 * k;
+            (0..k).map(|j| sign * if j < over { 115 } else { 114 }).collect()
+        };
+        let w: Vec<i8> = (0..case.g.c_out).flat_map(|oc| row(if oc % 2 == 0 { 1 } else { -1 })).collect();
+        assert_ne!(vnni_winograd(&case, &w), Some(!winograd), "Σ|w| = {}", limit + extra);
+        let mut rng = Rng::new(5);
+        for (xv, x_zp) in [(127i8, -128), (-128, 127), (127, 0)] {
+            // Interior outputs reach ±255 · Σ|w| (u = x + 128 = 255 everywhere for xv = 127).
+            let x = vec![xv; case.in_len()];
+            let bias: Vec<i32> = (0..case.g.c_out).map(|_| rng.i32(-1000, 1000)).collect();
+            let (m, s) = requant_pair(&mut rng, 100.0 / (255.0 * limit as f64), false);
+            let q = QConv { x_zp, multiplier: vec![m], shift: vec![s], zp: 3, lo: -128, hi: 127, residual: None };
+            check_qconv(&case, &q, &x, &w, &bias, None, "Winograd bound").unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
 #[test]
 fn qs8_conv_extreme_values_saturate_exactly() {
     let cases = [

@@ -379,7 +379,7 @@ impl ConvPack {
 }
 
 /// `bias - (x_zp + 128) · Σ w` per output channel (docs/int8-spec.md, section 11.2).
-fn corrected_bias(w: &[i8], k: usize, bias: &[i32], x_zp: i32) -> Vec<i32> {
+pub(crate) fn corrected_bias(w: &[i8], k: usize, bias: &[i32], x_zp: i32) -> Vec<i32> {
     w.chunks_exact(k)
         .zip(bias)
         .map(|(row, &b)| {

@@ -14,9 +14,10 @@
 //!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
 use super::avx2::{self, compress};
-use super::requant::{requant64, Epilogue};
+use super::requant::{requant64, ChannelLanes, Epilogue};
 use super::{
-    drive, live, panel_stride, row_shape, set_band, split_scratch, supports, PlaneCopies, Runs, Shared, ROW_MR,
+    drive, live, panel_stride, row_shape, set_band, split_scratch, supports, winograd_i8, PlaneCopies, Runs, Shared,
+    ROW_MR,
 };
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel, Planes};
 use crate::kernels::registry::QConv;
@@ -28,6 +29,9 @@ pub const QS8_CONV_VNNI: QConv = QConv {
     supports,
     pack: pack_vnni,
     run: |g, pack, p, x, r, y, s, par| {
+        if pack.winograd {
+            return winograd_i8::run(g, pack, p, x, r, y, s, par);
+        }
         let kernels: (TileFn, BlockFn) = match (pack.mr, g.w_out, pack.planes.map_or(1, |p| p.cgroup)) {
             (ROW_MR, 1, _) => (|_, _, _| {}, rows_vnni::<1, 1>),
             (ROW_MR, 7, _) => (|_, _, _| {}, rows_vnni::<7, 1>),
@@ -49,6 +53,9 @@ pub const QS8_CONV_AVX2: QConv = QConv {
 const MR: usize = 8;
 
 fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    if winograd_i8::suits(g, p.weight) {
+        return winograd_i8::pack(g, p);
+    }
     if let (true, Some((w, s))) = (g.c_in.is_multiple_of(4), row_shape(g)) {
         let mut pack = ConvPack::interleaved(g, ROW_MR, 16, 4);
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
@@ -364,36 +371,8 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
             }
         }
     }
-    // Per-lane requantization constants: multiplier (i32 lanes), and shift / rounding term as i64 lanes
-    // for the even and the odd channels; the i32 form where every lane's shift allows it (and the residual's).
-    let rq = &c.p.requant;
-    let epi = Epilogue::new(rq, c.p.residual);
-    let mut consts = [(_mm512_setzero_si512(), [_mm512_setzero_si512(); 4]); 2];
-    let mut hi32 = [None; 2];
-    for (v, k) in consts.iter_mut().enumerate() {
-        // Lanes past the last channel get a harmless pair that every epilogue accepts.
-        let (mv, sv) = if rq.multiplier.len() == 1 {
-            let (m, s) = rq.channel(0);
-            (_mm512_maskz_set1_epi32(live(v), m), _mm512_mask_set1_epi32(_mm512_set1_epi32(33), live(v), s))
-        } else {
-            // SAFETY: the live lanes are channels below m, which per-channel pairs cover.
-            unsafe {
-                (
-                    _mm512_maskz_loadu_epi32(live(v), rq.multiplier.as_ptr().wrapping_add(oc0 + 16 * v)),
-                    _mm512_mask_loadu_epi32(
-                        _mm512_set1_epi32(33),
-                        live(v),
-                        rq.shift.as_ptr().wrapping_add(oc0 + 16 * v),
-                    ),
-                )
-            }
-        };
-        hi32[v] = epi.hi_shift_lanes(mv, sv);
-        let (se, so) = (_mm512_and_si512(sv, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(sv, 32));
-        let one = _mm512_set1_epi64(1);
-        let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
-        *k = (mv, [se, so, rnd(se), rnd(so)]);
-    }
+    let epi = Epilogue::new(&c.p.requant, c.p.residual);
+    let lanes = [0, 1].map(|v| ChannelLanes::new(&epi, &c.p.requant, oc0 + 16 * v, live(v)));
     // Lane l is channel oc0 + 16v + l: hw bytes apart in the output.
     let stride = _mm512_mullo_epi32(
         _mm512_set1_epi32(c.hw as i32),
@@ -406,7 +385,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
         let out = runs.start(first + r).1;
         let mut bytes = [[0i8; ROW_MR]; 14];
         for (j, row) in bytes.iter_mut().enumerate().take(W) {
-            for (v, &(mv, [se, so, re, ro])) in consts.iter().enumerate() {
+            for (v, lanes) in lanes.iter().enumerate() {
                 let a = acc[r * W + j][v];
                 // Each channel's residual byte, sign-extended: gathered as the top (or, near a row start, the
                 // bottom) byte of a dword that stays inside that channel's hw >= 7 bytes.
@@ -425,14 +404,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                     let sh = _mm_cvtsi32_si128(8 * (3 - back as i32));
                     _mm512_sra_epi32(_mm512_sll_epi32(g, sh), _mm_cvtsi32_si128(24))
                 });
-                let v32 = match &hi32[v] {
-                    Some(h) => epi.i32(h, a, res),
-                    None => {
-                        let e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(a, mv), re), se);
-                        let oa = _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(mv, 32));
-                        epi.i64(e, _mm512_srav_epi64(_mm512_add_epi64(oa, ro), so), res)
-                    }
-                };
+                let v32 = lanes.apply(&epi, a, res);
                 // SAFETY: 16 bytes of this position's row.
                 unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, _mm512_cvtepi32_epi8(v32)) };
             }

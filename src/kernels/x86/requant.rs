@@ -189,3 +189,56 @@ impl Epilogue {
         _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
     }
 }
+
+/// The requantization of 16 output channels held in the lanes (the row and the Winograd kernels): each
+/// lane's pair, in the i32 form where every lane's shift allows it, else in 64-bit lanes (even and odd
+/// channels apart).
+#[derive(Clone, Copy)]
+pub(super) struct ChannelLanes {
+    hi: Option<HiShift>,
+    m: __m512i,
+    /// Shifts and rounding terms of the even and the odd lanes, as i64.
+    se: __m512i,
+    so: __m512i,
+    re: __m512i,
+    ro: __m512i,
+}
+
+impl ChannelLanes {
+    /// Channels `oc0 .. oc0 + 16` of `rq`, `live` marking those below the channel count: the others get a
+    /// harmless pair that every form accepts.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn new(epi: &Epilogue, rq: &Requant<'_>, oc0: usize, live: u16) -> Self {
+        let (m, s) = if rq.multiplier.len() == 1 {
+            let (m, s) = rq.channel(0);
+            (_mm512_maskz_set1_epi32(live, m), _mm512_mask_set1_epi32(_mm512_set1_epi32(33), live, s))
+        } else {
+            // SAFETY: the live lanes are channels below m, which per-channel pairs cover.
+            unsafe {
+                (
+                    _mm512_maskz_loadu_epi32(live, rq.multiplier.as_ptr().wrapping_add(oc0)),
+                    _mm512_mask_loadu_epi32(_mm512_set1_epi32(33), live, rq.shift.as_ptr().wrapping_add(oc0)),
+                )
+            }
+        };
+        let (se, so) = (_mm512_and_si512(s, _mm512_set1_epi64(0xffff_ffff)), _mm512_srli_epi64(s, 32));
+        let one = _mm512_set1_epi64(1);
+        let rnd = |s: __m512i| _mm512_sllv_epi64(one, _mm512_sub_epi64(s, one));
+        Self { hi: epi.hi_shift_lanes(m, s), m, se, so, re: rnd(se), ro: rnd(so) }
+    }
+
+    /// The epilogue's output for accumulators `acc` (and residual bytes `res`, sign-extended).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn apply(&self, epi: &Epilogue, acc: __m512i, res: Option<__m512i>) -> __m512i {
+        match &self.hi {
+            Some(h) => epi.i32(h, acc, res),
+            None => {
+                let e = _mm512_srav_epi64(_mm512_add_epi64(_mm512_mul_epi32(acc, self.m), self.re), self.se);
+                let o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(self.m, 32));
+                epi.i64(e, _mm512_srav_epi64(_mm512_add_epi64(o, self.ro), self.so), res)
+            }
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! int8 3x3 stride-1 convolution by Winograd F(4x4, 3x3) in exact integer arithmetic (AVX-512 VNNI): a
+//! 4x4 output tile takes 36 products per channel pair instead of 144. The products are 16-bit
+//! (`vpdpwssd`, half the rate of the direct kernel's `vpdpbusd`), so they cost half as much; the results
+//! are the direct kernel's bit for bit.
+//!
+//! Exactness. With `G' = D·G`, `D = diag(4, 6, 6, 24, 24, 1)`, and `A'ᵀ = 24·Aᵀ·D⁻¹`, every transform is an
+//! integer matrix:
+//! - weights `U = G' g G'ᵀ`: |U| ≤ 7 · 7 · 127, i16;
+//! - inputs `V = Bᵀ u B` of the planes' u8 values `u = x + 128` (padding included): |V| ≤ 10 · 10 · 255, i16;
+//! - `A'ᵀ (Σ_c U ⊙ V) A' = 576 · Σ u·w`, the direct kernel's sum (its bias carries the zero-point term).
+//!
+//! Products and sums wrap in i32, so that yields `576 · acc mod 2³²`; `576 = 2⁶ · 9`, so an arithmetic
+//! shift by 6 and a multiply by `9⁻¹ mod 2³²` leave `acc mod 2²⁶`, which is `acc` itself when
+//! `|acc| < 2²⁵`. [`suits`] checks that bound per output channel (`255 · Σ|w|`) at pack time; layers
+//! outside it keep the direct kernel.
+//!
+//! Layout. The input is rewritten once per image as a padded channels-last u8 image (`[h+2][w+2][c]`,
+//! [`fill_rows`]). A task is a group of [`TG`] tiles x [`MB`] output channels, output channels in the
+//! lanes: the group's `V` is built once per worker (`[36][TG][c]` i16, [`input_tiles`]), then per ξ the
+//! products broadcast a tile's channel pair against 32 channels' weight pairs (`U`: `[m/32][36][c/2][32][2]`),
+//! 8 x 2 accumulators ([`products`]); `Y = A'ᵀ M A'` and the row kernels' epilogue follow per tile
+//! ([`outputs`]).
+
+use super::requant::{ChannelLanes, Epilogue};
+use super::{drive, panel_stride, split_scratch, Shared};
+use crate::kernels::packed::{ConvPack, Parallel, Planes};
+use crate::kernels::{ConvGeom, QConvParams};
+use core::arch::x86_64::*;
+use core::ops::Range;
+use std::prelude::v1::*;
+
+/// Tiles per task.
+const TG: usize = 7;
+/// Output channels per task (two vectors).
+const MB: usize = 32;
+/// Transformed positions of a 6x6 input tile.
+const XI: usize = 36;
+
+/// Outputs below this many positions keep the direct kernel (the transforms cost more than they save on
+/// the CIFAR nets' 32x32 and smaller stages, whose channel counts are also too small to amortize them).
+const MIN_HW: usize = 28 * 28;
+
+/// `9⁻¹ mod 2³²`.
+const INV9: i32 = 0x38e3_8e39;
+
+/// Layers the Winograd kernel computes exactly and faster: 3x3 stride 1 with "same" padding, channels in
+/// whole vectors, outputs in whole 4x4 tiles, and every output channel's `255 · Σ|w|` below 2²⁵.
+pub(super) fn suits(g: &ConvGeom, weight: &[i8]) -> bool {
+    let shape = (g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_t, g.pad_l) == (3, 3, 1, 1, 1, 1, 1, 1);
+    shape
+        && g.groups == 1
+        && (g.h_out, g.w_out) == (g.h_in, g.w_in)
+        && g.c_in.is_multiple_of(32)
+        && g.c_out.is_multiple_of(MB)
+        && g.h_out.is_multiple_of(4)
+        && g.w_out.is_multiple_of(4)
+        && g.h_out * g.w_out >= MIN_HW
+        && weight.len() == g.c_out * g.c_in * 9
+        && weight.chunks_exact(g.c_in * 9).all(|w| 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
+}
+
+/// `G'` (rows scaled to integers).
+const G: [[i32; 3]; 6] = [[1, 0, 0], [-1, -1, -1], [-1, 1, -1], [1, 2, 4], [1, -2, 4], [0, 0, 1]];
+
+/// The weight transforms, the corrected bias and the channels-last planes.
+pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    let (c, m) = (g.c_in, g.c_out);
+    let mut u = vec![0i16; m * XI * c];
+    for oc in 0..m {
+        for ic in 0..c {
+            let k = |a: usize, b: usize| p.weight[(oc * c + ic) * 9 + a * 3 + b] as i32;
+            for (i, gi) in G.iter().enumerate() {
+                for (j, gj) in G.iter().enumerate() {
+                    let v: i32 =
+                        (0..3).flat_map(|a| (0..3).map(move |b| (a, b))).map(|(a, b)| gi[a] * k(a, b) * gj[b]).sum();
+                    u[((oc / MB * XI + i * 6 + j) * (c / 2) + ic / 2) * 2 * MB + oc % MB * 2 + ic % 2] = v as i16;
+                }
+            }
+        }
+    }
+    let (hg, wg) = (g.h_in + 2, g.w_in + 2);
+    let tiles = (g.h_out / 4) * (g.w_out / 4);
+    ConvPack {
+        mr: MB,
+        nr: TG,
+        k: c * 9,
+        kp: c * 9,
+        planes: Some(Planes { sh: 1, sw: 1, pa: 1, pb: 1, hg, wg, cgroup: c, len: hg * wg * c }),
+        q: tiles,
+        tiles: tiles.div_ceil(TG),
+        w_out: g.w_out,
+        wq16: u,
+        bq: crate::kernels::packed::corrected_bias(p.weight, c * 9, p.bias, p.x_zero_point),
+        panel_bytes: XI * TG * c * 2 + XI * TG * MB * 4,
+        elem: 1,
+        winograd: true,
+        ..ConvPack::default()
+    }
+}
+
+/// What one task needs, for one image.
+struct Ctx<'p> {
+    pack: &'p ConvPack,
+    p: &'p QConvParams<'p>,
+    planes: *const u8,
+    panels: Shared<u8>,
+    y: Shared<i8>,
+    res: Option<Shared<i8>>,
+    c: usize,
+    h: usize,
+    w: usize,
+}
+// SAFETY: tasks only read the planes (filled before them) and write disjoint outputs and their own panel.
+unsafe impl Sync for Ctx<'_> {}
+
+impl Ctx<'_> {
+    /// Worker `w`'s `V` (`[36][TG][c]` i16) and `M` (`[36][TG][MB]` i32).
+    fn panel(&self, w: usize) -> (*mut i16, *mut i32) {
+        let v = self.panels.get().wrapping_add(w * panel_stride(self.pack));
+        (v as *mut i16, v.wrapping_add(XI * TG * self.c * 2) as *mut i32)
+    }
+    /// Tiles per row.
+    fn tiles_x(&self) -> usize {
+        self.w / 4
+    }
+}
+
+/// Runs the convolution (the pack is [`pack`]'s; tier `avx512vnni`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run(
+    g: &ConvGeom,
+    pack: &ConvPack,
+    p: &QConvParams<'_>,
+    x: &[i8],
+    residual: Option<&[i8]>,
+    y: &mut [i8],
+    scratch: &mut [u8],
+    par: &dyn Parallel,
+) {
+    let (planes, panels) = split_scratch::<u8>(pack, par.workers(), scratch);
+    let hw = g.h_out * g.w_out;
+    let pad = (p.x_zero_point + 128) as u8;
+    for n in 0..g.n {
+        let xn = &x[n * g.c_in * hw..][..g.c_in * hw];
+        let ctx = Ctx {
+            pack,
+            p,
+            planes: planes.of(0),
+            panels,
+            y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
+            res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut i8)),
+            c: g.c_in,
+            h: g.h_out,
+            w: g.w_out,
+        };
+        let out = Shared(planes.of(0));
+        // SAFETY (all three): the registry lists this kernel under the avx512vnni tier; fills write disjoint
+        // rows of the planes, which split_scratch sized; worker w only touches panel w.
+        let fill = |_: usize, _: Range<usize>, rows: Range<usize>| unsafe { fill_rows(g, xn, pad, rows, out.get()) };
+        drive(g, pack, false, par, &fill, &|w, t| unsafe { input_tiles(&ctx, w, t) }, &|w, t, b| unsafe {
+            products(&ctx, w, b);
+            outputs(&ctx, w, t, b);
+        });
+    }
+}
+
+/// Writes padded rows `rows` of the channels-last planes: `u8(x + 128)` inside, `pad` on the border.
+///
+/// # Safety
+/// AVX-512 BW/VL available; `out` holds `(h+2)·(w+2)·c` bytes; `c` is a multiple of 16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn fill_rows(g: &ConvGeom, x: &[i8], pad: u8, rows: Range<usize>, out: *mut u8) {
+    let (c, h, w) = (g.c_in, g.h_in, g.w_in);
+    let wg = w + 2;
+    let flip = _mm_set1_epi8(-128);
+    for r in rows {
+        // SAFETY: row r of the planes; the loads read rows of the input (masked to its width).
+        unsafe {
+            let row = out.add(r * wg * c);
+            if r == 0 || r == h + 1 {
+                core::ptr::write_bytes(row, pad, wg * c);
+                continue;
+            }
+            core::ptr::write_bytes(row, pad, c);
+            core::ptr::write_bytes(row.add((w + 1) * c), pad, c);
+            for c0 in (0..c).step_by(16) {
+                for x0 in (0..w).step_by(16) {
+                    let n = (w - x0).min(16);
+                    let src = x.as_ptr().add(c0 * h * w + (r - 1) * w + x0);
+                    let mask = ((1u32 << n) - 1) as u16;
+                    let mut v: [__m128i; 16] = core::array::from_fn(|i| _mm_maskz_loadu_epi8(mask, src.add(i * h * w)));
+                    transpose16(&mut v);
+                    for (j, col) in v.iter().enumerate().take(n) {
+                        _mm_storeu_si128(row.add((1 + x0 + j) * c + c0) as *mut __m128i, _mm_xor_si128(*col, flip));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Transposes 16 rows of 16 bytes: byte j of row i goes to byte i of row j.
+#[inline]
+#[target_feature(enable = "sse2")]
+fn transpose16(r: &mut [__m128i; 16]) {
+    let mut t = [_mm_setzero_si128(); 16];
+    for i in 0..8 {
+        t[i] = _mm_unpacklo_epi8(r[2 * i], r[2 * i + 1]);
+        t[i + 8] = _mm_unpackhi_epi8(r[2 * i], r[2 * i + 1]);
+    }
+    // u[h·8 + i] / u[h·8 + i + 4]: columns 8h..8h+4 / 8h+4..8h+8 of rows 4i..4i+4, a dword per column.
+    let mut u = [_mm_setzero_si128(); 16];
+    for h in 0..2 {
+        for i in 0..4 {
+            let (a, b) = (t[h * 8 + 2 * i], t[h * 8 + 2 * i + 1]);
+            u[h * 8 + i] = _mm_unpacklo_epi16(a, b);
+            u[h * 8 + i + 4] = _mm_unpackhi_epi16(a, b);
+        }
+    }
+    // For the four columns c0.. of group q: pairs of columns, rows 0-7 and 8-15, then whole columns.
+    for q in 0..4 {
+        let u = &u[q * 4..q * 4 + 4];
+        let (v0, v1) = (_mm_unpacklo_epi32(u[0], u[1]), _mm_unpackhi_epi32(u[0], u[1]));
+        let (v2, v3) = (_mm_unpacklo_epi32(u[2], u[3]), _mm_unpackhi_epi32(u[2], u[3]));
+        r[q * 4] = _mm_unpacklo_epi64(v0, v2);
+        r[q * 4 + 1] = _mm_unpackhi_epi64(v0, v2);
+        r[q * 4 + 2] = _mm_unpacklo_epi64(v1, v3);
+        r[q * 4 + 3] = _mm_unpackhi_epi64(v1, v3);
+    }
+}
+
+/// `Bᵀ d` for one column of six i16 vectors.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn bt(d: [__m512i; 6]) -> [__m512i; 6] {
+    let (add, sub) = (_mm512_add_epi16, _mm512_sub_epi16);
+    let x4 = |v| _mm512_slli_epi16::<2>(v);
+    let x2 = |v| _mm512_slli_epi16::<1>(v);
+    let (d42, d31) = (sub(d[4], d[2]), sub(d[3], d[1]));
+    [
+        add(sub(x4(sub(d[0], d[2])), d[2]), d[4]),
+        sub(add(d[3], d[4]), x4(add(d[1], d[2]))),
+        add(sub(d[4], d[3]), x4(sub(d[1], d[2]))),
+        add(d42, x2(d31)),
+        sub(d42, x2(d31)),
+        add(sub(x4(sub(d[1], d[3])), d[3]), d[5]),
+    ]
+}
+
+/// Builds `V` of tile group `t` into worker `w`'s panel (tiles past the last are left as they are: their
+/// products are computed and dropped).
+///
+/// # Safety
+/// AVX-512 F/BW available; the planes of the current image are filled; `w` < workers.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
+    let (v, _) = ctx.panel(w);
+    let (c, wg, tx_n) = (ctx.c, ctx.w + 2, ctx.tiles_x());
+    let tiles = ctx.pack.q;
+    for ti in 0..TG.min(tiles - t * TG) {
+        let tile = t * TG + ti;
+        let (ty, tx) = (tile / tx_n, tile % tx_n);
+        for c0 in (0..c).step_by(32) {
+            // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · TG · c entries.
+            unsafe {
+                let base = ctx.planes.add((4 * ty * wg + 4 * tx) * c + c0);
+                let d = |r: usize, k: usize| {
+                    _mm512_cvtepu8_epi16(_mm256_loadu_si256(base.add((r * wg + k) * c) as *const __m256i))
+                };
+                let mut cols = [[_mm512_setzero_si512(); 6]; 6];
+                for k in 0..6 {
+                    let col = bt([d(0, k), d(1, k), d(2, k), d(3, k), d(4, k), d(5, k)]);
+                    for (i, row) in cols.iter_mut().enumerate() {
+                        row[k] = col[i];
+                    }
+                }
+                for (i, row) in cols.iter().enumerate() {
+                    for (j, vij) in bt(*row).iter().enumerate() {
+                        _mm512_storeu_si512(v.add(((i * 6 + j) * TG + ti) * c + c0) as *mut _, *vij);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `M[ξ] = Σ_c U[ξ] ⊙ V[ξ]` for output channel block `b` and the tile group in worker `w`'s panel.
+///
+/// # Safety
+/// AVX-512 F + VNNI available; [`input_tiles`] ran on this worker for the task's group; `b` < blocks.
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn products(ctx: &Ctx<'_>, w: usize, b: usize) {
+    let (v, m) = ctx.panel(w);
+    let pairs = ctx.c / 2;
+    // SAFETY: the weight block holds 36 · c/2 · 64 entries; V and M are the worker's.
+    unsafe {
+        let u = ctx.pack.wq16.as_ptr().add(b * XI * pairs * 2 * MB);
+        for xi in 0..XI {
+            let mut acc = [[_mm512_setzero_si512(); 2]; TG];
+            let vx = v.add(xi * TG * ctx.c) as *const i32;
+            let ux = u.add(xi * pairs * 2 * MB);
+            for cp in 0..pairs {
+                let w0 = _mm512_loadu_si512(ux.add(cp * 2 * MB) as *const _);
+                let w1 = _mm512_loadu_si512(ux.add(cp * 2 * MB + 32) as *const _);
+                for (t, a) in acc.iter_mut().enumerate() {
+                    let x = _mm512_set1_epi32(vx.add(t * pairs + cp).read_unaligned());
+                    a[0] = _mm512_dpwssd_epi32(a[0], x, w0);
+                    a[1] = _mm512_dpwssd_epi32(a[1], x, w1);
+                }
+            }
+            for (t, a) in acc.iter().enumerate() {
+                _mm512_storeu_si512(m.add((xi * TG + t) * MB) as *mut _, a[0]);
+                _mm512_storeu_si512(m.add((xi * TG + t) * MB + 16) as *mut _, a[1]);
+            }
+        }
+    }
+}
+
+/// `A'ᵀ m` for one column of six i32 vectors (rows `[6,4,4,1,1,0]`, `[0,4,-4,2,-2,0]`, `[0,4,4,4,4,0]`,
+/// `[0,4,-4,8,-8,24]`), wrapping.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn at(m: [__m512i; 6]) -> [__m512i; 4] {
+    let (add, sub) = (_mm512_add_epi32, _mm512_sub_epi32);
+    let (x2, x4, x8) = (_mm512_slli_epi32::<1>, _mm512_slli_epi32::<2>, _mm512_slli_epi32::<3>);
+    let (s12, d12, s34, d34) = (add(m[1], m[2]), sub(m[1], m[2]), add(m[3], m[4]), sub(m[3], m[4]));
+    let m5x8 = x8(m[5]);
+    [
+        add(add(x4(m[0]), x2(m[0])), add(x4(s12), s34)),
+        add(x4(d12), x2(d34)),
+        x4(add(s12, s34)),
+        add(add(x4(d12), x8(d34)), add(x2(m5x8), m5x8)),
+    ]
+}
+
+/// `Y = A'ᵀ M A' / 576` (exact, module docs), then bias, the epilogue and the stores, for the tiles of
+/// group `t` and output channel block `b`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL available; [`products`] ran on this worker for (`t`, `b`).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
+    let (_, m) = ctx.panel(w);
+    let (hw, wo, tx_n) = (ctx.h * ctx.w, ctx.w, ctx.tiles_x());
+    let oc0 = b * MB;
+    let rq = &ctx.p.requant;
+    let epi = Epilogue::new(rq, ctx.p.residual);
+    let lanes = [0, 1].map(|v| ChannelLanes::new(&epi, rq, oc0 + 16 * v, u16::MAX));
+    // SAFETY: the bias has m entries, a multiple of MB (suits).
+    let bias = [0, 1].map(|v| unsafe { _mm512_loadu_si512(ctx.pack.bq.as_ptr().add(oc0 + 16 * v) as *const _) });
+    let tiles = ctx.pack.q;
+    for ti in 0..TG.min(tiles - t * TG) {
+        let tile = t * TG + ti;
+        let at_out = 4 * (tile / tx_n) * wo + 4 * (tile % tx_n);
+        for v in 0..2 {
+            // SAFETY: M holds 36 · TG · MB entries.
+            let mm = |xi: usize| unsafe { _mm512_loadu_si512(m.add((xi * TG + ti) * MB + 16 * v) as *const _) };
+            let mut cols = [[_mm512_setzero_si512(); 6]; 4];
+            for k in 0..6 {
+                let col = at([mm(k), mm(6 + k), mm(12 + k), mm(18 + k), mm(24 + k), mm(30 + k)]);
+                for (i, row) in cols.iter_mut().enumerate() {
+                    row[k] = col[i];
+                }
+            }
+            let ch = oc0 + 16 * v;
+            // The residual's 4x4 bytes per channel, turned into one vector of 16 channels per position.
+            let res = ctx.res.map(|r| {
+                let mut g: [__m128i; 16] = core::array::from_fn(|l| {
+                    let row = |i: usize| {
+                        // SAFETY: 4 bytes of row i of this tile in channel ch + l < m.
+                        unsafe { (r.get().add((ch + l) * hw + at_out + i * wo) as *const i32).read_unaligned() }
+                    };
+                    _mm_setr_epi32(row(0), row(1), row(2), row(3))
+                });
+                transpose16(&mut g);
+                g
+            });
+            let mut bytes = [_mm_setzero_si128(); 16];
+            for (i, row) in cols.iter().enumerate() {
+                for (j, y576) in at(*row).iter().enumerate() {
+                    let q = _mm512_srai_epi32::<6>(*y576);
+                    let acc =
+                        _mm512_srai_epi32::<6>(_mm512_slli_epi32::<6>(_mm512_mullo_epi32(q, _mm512_set1_epi32(INV9))));
+                    let r = res.map(|g| _mm512_cvtepi8_epi32(g[i * 4 + j]));
+                    bytes[i * 4 + j] = _mm512_cvtepi32_epi8(lanes[v].apply(&epi, _mm512_add_epi32(acc, bias[v]), r));
+                }
+            }
+            transpose16(&mut bytes);
+            for (l, out) in bytes.iter().enumerate() {
+                let mut rows = [0i32; 4];
+                // SAFETY: 16 bytes into `rows`.
+                unsafe { _mm_storeu_si128(rows.as_mut_ptr() as *mut __m128i, *out) };
+                for (i, &r) in rows.iter().enumerate() {
+                    // SAFETY: row i of this tile in channel ch + l < m.
+                    unsafe { (ctx.y.get().add((ch + l) * hw + at_out + i * wo) as *mut i32).write_unaligned(r) };
+                }
+            }
+        }
+    }
+}
