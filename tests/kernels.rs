@@ -653,14 +653,17 @@ fn vnni_winograd(case: &ConvCase, w: &[i8]) -> Option<bool> {
     Some((kernel.pack)(&case.g, &p).winograd)
 }
 
-/// The 3x3 layers the VNNI tier computes by exact integer Winograd: random data, per-tensor and per-channel
-/// requantization, residuals, batches, all bit-exact with the reference.
+/// The 3x3 layers the VNNI tier computes by exact integer Winograd (tile groups of 7, 8 and 4): random data,
+/// per-tensor and per-channel requantization, residuals, batches, all bit-exact with the reference.
 #[test]
 fn qs8_winograd_layers_match_reference() {
     let cases = [
         ConvCase::new(1, 1, (32, 32), (28, 28), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
         ConvCase::new(2, 1, (64, 32), (28, 32), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
         ConvCase::new(1, 1, (96, 64), (36, 24), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        // Groups of 4 tiles (one), and of 8 with a partial last one.
+        ConvCase::new(1, 1, (64, 32), (8, 8), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        ConvCase::new(2, 1, (32, 64), (12, 20), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
     ];
     for (i, case) in cases.iter().enumerate() {
         let w = Rng::new(1).i8s(case.g.c_out * case.k(), -127, 127);

@@ -15,8 +15,8 @@
 //! outside it keep the direct kernel.
 //!
 //! Layout. The input is rewritten once per image as a padded channels-last u8 image (`[h+2][w+2][c]`,
-//! [`fill_rows`]). A task is a group of [`TG`] tiles x [`MB`] output channels, output channels in the
-//! lanes: the group's `V` is built once per worker (`[36][TG][c]` i16, [`input_tiles`]), then per ξ the
+//! [`fill_rows`]). A task is a group of `tg` tiles ([`group_size`]) x [`MB`] output channels, output channels
+//! in the lanes: the group's `V` is built once per worker (`[36][tg][c]` i16, [`input_tiles`]), then per ξ the
 //! products broadcast a tile's channel pair against 32 channels' weight pairs (`U`: `[m/32][36][c/2][32][2]`),
 //! 8 x 2 accumulators ([`products`]); `Y = A'ᵀ M A'` and the row kernels' epilogue follow per tile
 //! ([`outputs`]).
@@ -29,16 +29,23 @@ use core::arch::x86_64::*;
 use core::ops::Range;
 use std::prelude::v1::*;
 
-/// Tiles per task.
-const TG: usize = 7;
+/// Most tiles per task.
+const TG: usize = 8;
+
+/// Tiles per task for `tiles` tiles: 8, 7 or 4, whichever computes the fewest padding tiles (ResNet-18's
+/// 14x14 and 7x7 tile grids: 7; CIFAR's 4x4 and 2x2: 8 and 4). Fewer tiles per task cost a little more
+/// per product (the weight pair loads are shared by fewer broadcasts).
+fn group_size(tiles: usize) -> usize {
+    [TG, 7, 4].into_iter().min_by_key(|&tg| tiles.div_ceil(tg) * tg).unwrap_or(TG)
+}
 /// Output channels per task (two vectors).
 const MB: usize = 32;
 /// Transformed positions of a 6x6 input tile.
 const XI: usize = 36;
 
-/// Outputs below this many positions keep the direct kernel (the transforms cost more than they save on
-/// the CIFAR nets' 32x32 and smaller stages, whose channel counts are also too small to amortize them).
-const MIN_HW: usize = 28 * 28;
+/// Outputs below this many positions keep the direct kernel. Even ResNet-20's 8x8x64 layers gain on Zen 4
+/// (1 thread: 13.9 -> 12.7 µs; its 16x16x32 ones 15.5 -> 12.8 µs).
+const MIN_HW: usize = 8 * 8;
 
 /// `9⁻¹ mod 2³²`.
 const INV9: i32 = 0x38e3_8e39;
@@ -82,12 +89,12 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     let tiles = (g.h_out / 4) * (g.w_out / 4);
     ConvPack {
         mr: MB,
-        nr: TG,
+        nr: group_size(tiles),
         k: c * 9,
         kp: c * 9,
         planes: Some(Planes { sh: 1, sw: 1, pa: 1, pb: 1, hg, wg, cgroup: c, len: hg * wg * c }),
         q: tiles,
-        tiles: tiles.div_ceil(TG),
+        tiles: tiles.div_ceil(group_size(tiles)),
         w_out: g.w_out,
         wq16: u,
         bq: crate::kernels::packed::corrected_bias(p.weight, c * 9, p.bias, p.x_zero_point),
@@ -114,10 +121,10 @@ struct Ctx<'p> {
 unsafe impl Sync for Ctx<'_> {}
 
 impl Ctx<'_> {
-    /// Worker `w`'s `V` (`[36][TG][c]` i16) and `M` (`[36][TG][MB]` i32).
+    /// Worker `w`'s `V` (`[36][tg][c]` i16) and `M` (`[36][tg][MB]` i32), `tg` = the pack's `nr`.
     fn panel(&self, w: usize) -> (*mut i16, *mut i32) {
         let v = self.panels.get().wrapping_add(w * panel_stride(self.pack));
-        (v as *mut i16, v.wrapping_add(XI * TG * self.c * 2) as *mut i32)
+        (v as *mut i16, v.wrapping_add(XI * self.pack.nr * self.c * 2) as *mut i32)
     }
     /// Tiles per row.
     fn tiles_x(&self) -> usize {
@@ -158,7 +165,11 @@ pub(super) fn run(
         // rows of the planes, which split_scratch sized; worker w only touches panel w.
         let fill = |_: usize, _: Range<usize>, rows: Range<usize>| unsafe { fill_rows(g, xn, pad, rows, out.get()) };
         drive(g, pack, false, par, &fill, &|w, t| unsafe { input_tiles(&ctx, w, t) }, &|w, t, b| unsafe {
-            products(&ctx, w, b);
+            match pack.nr {
+                4 => products::<4>(&ctx, w, b),
+                7 => products::<7>(&ctx, w, b),
+                _ => products::<TG>(&ctx, w, b),
+            }
             outputs(&ctx, w, t, b);
         });
     }
@@ -257,11 +268,12 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
     let (v, _) = ctx.panel(w);
     let (c, wg, tx_n) = (ctx.c, ctx.w + 2, ctx.tiles_x());
     let tiles = ctx.pack.q;
-    for ti in 0..TG.min(tiles - t * TG) {
-        let tile = t * TG + ti;
+    let tg = ctx.pack.nr;
+    for ti in 0..tg.min(tiles - t * tg) {
+        let tile = t * tg + ti;
         let (ty, tx) = (tile / tx_n, tile % tx_n);
         for c0 in (0..c).step_by(32) {
-            // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · TG · c entries.
+            // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · tg · c entries.
             unsafe {
                 let base = ctx.planes.add((4 * ty * wg + 4 * tx) * c + c0);
                 let d = |r: usize, k: usize| {
@@ -276,7 +288,7 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
                 }
                 for (i, row) in cols.iter().enumerate() {
                     for (j, vij) in bt(*row).iter().enumerate() {
-                        _mm512_storeu_si512(v.add(((i * 6 + j) * TG + ti) * c + c0) as *mut _, *vij);
+                        _mm512_storeu_si512(v.add(((i * 6 + j) * tg + ti) * c + c0) as *mut _, *vij);
                     }
                 }
             }
@@ -289,7 +301,7 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
 /// # Safety
 /// AVX-512 F + VNNI available; [`input_tiles`] ran on this worker for the task's group; `b` < blocks.
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn products(ctx: &Ctx<'_>, w: usize, b: usize) {
+unsafe fn products<const TG: usize>(ctx: &Ctx<'_>, w: usize, b: usize) {
     let (v, m) = ctx.panel(w);
     let pairs = ctx.c / 2;
     // SAFETY: the weight block holds 36 · c/2 · 64 entries; V and M are the worker's.
@@ -349,12 +361,13 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
     // SAFETY: the bias has m entries, a multiple of MB (suits).
     let bias = [0, 1].map(|v| unsafe { _mm512_loadu_si512(ctx.pack.bq.as_ptr().add(oc0 + 16 * v) as *const _) });
     let tiles = ctx.pack.q;
-    for ti in 0..TG.min(tiles - t * TG) {
-        let tile = t * TG + ti;
+    let tg = ctx.pack.nr;
+    for ti in 0..tg.min(tiles - t * tg) {
+        let tile = t * tg + ti;
         let at_out = 4 * (tile / tx_n) * wo + 4 * (tile % tx_n);
         for v in 0..2 {
-            // SAFETY: M holds 36 · TG · MB entries.
-            let mm = |xi: usize| unsafe { _mm512_loadu_si512(m.add((xi * TG + ti) * MB + 16 * v) as *const _) };
+            // SAFETY: M holds 36 · tg · MB entries.
+            let mm = |xi: usize| unsafe { _mm512_loadu_si512(m.add((xi * tg + ti) * MB + 16 * v) as *const _) };
             let mut cols = [[_mm512_setzero_si512(); 6]; 4];
             for k in 0..6 {
                 let col = at([mm(k), mm(6 + k), mm(12 + k), mm(18 + k), mm(24 + k), mm(30 + k)]);
