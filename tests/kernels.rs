@@ -664,6 +664,10 @@ fn qs8_winograd_layers_match_reference() {
         // Groups of 4 tiles (one), and of 8 with a partial last one.
         ConvCase::new(1, 1, (64, 32), (8, 8), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
         ConvCase::new(2, 1, (32, 64), (12, 20), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        // Outputs in partial tiles (ResNet-18's 14x14), and odd sizes.
+        ConvCase::new(1, 1, (64, 32), (14, 14), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        ConvCase::new(2, 1, (32, 64), (10, 7), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        ConvCase::new(1, 1, (32, 32), (13, 11), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
     ];
     for (i, case) in cases.iter().enumerate() {
         let w = Rng::new(1).i8s(case.g.c_out * case.k(), -127, 127);

@@ -47,11 +47,17 @@ const XI: usize = 36;
 /// (1 thread: 13.9 -> 12.7 µs; its 16x16x32 ones 15.5 -> 12.8 µs).
 const MIN_HW: usize = 8 * 8;
 
+/// Layers with more (input, output) channel pairs keep the direct kernel: their weight transforms (72 bytes
+/// a pair) outgrow the L2 cache and are streamed per tile group. ResNet-18's 14x14x256 layers (4.7 MB) ran
+/// no faster (0.52-0.57 against 0.54-0.56 ms on Zen 4), its 28x28x128 ones (1.2 MB) gain.
+const MAX_CHANNEL_PAIRS: usize = 128 * 128;
+
 /// `9⁻¹ mod 2³²`.
 const INV9: i32 = 0x38e3_8e39;
 
 /// Layers the Winograd kernel computes exactly and faster: 3x3 stride 1 with "same" padding, channels in
-/// whole vectors, outputs in whole 4x4 tiles, and every output channel's `255 · Σ|w|` below 2²⁵.
+/// whole vectors, and every output channel's `255 · Σ|w|` below 2²⁵. Outputs need not fill whole 4x4 tiles:
+/// the planes are padded to whole tiles and the stores drop what lies outside.
 pub(super) fn suits(g: &ConvGeom, weight: &[i8]) -> bool {
     let shape = (g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_t, g.pad_l) == (3, 3, 1, 1, 1, 1, 1, 1);
     shape
@@ -59,9 +65,8 @@ pub(super) fn suits(g: &ConvGeom, weight: &[i8]) -> bool {
         && (g.h_out, g.w_out) == (g.h_in, g.w_in)
         && g.c_in.is_multiple_of(32)
         && g.c_out.is_multiple_of(MB)
-        && g.h_out.is_multiple_of(4)
-        && g.w_out.is_multiple_of(4)
         && g.h_out * g.w_out >= MIN_HW
+        && g.c_in * g.c_out <= MAX_CHANNEL_PAIRS
         && weight.len() == g.c_out * g.c_in * 9
         && weight.chunks_exact(g.c_in * 9).all(|w| 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
 }
@@ -85,8 +90,8 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
             }
         }
     }
-    let (hg, wg) = (g.h_in + 2, g.w_in + 2);
-    let tiles = (g.h_out / 4) * (g.w_out / 4);
+    let (hg, wg) = (4 * g.h_out.div_ceil(4) + 2, 4 * g.w_out.div_ceil(4) + 2);
+    let tiles = g.h_out.div_ceil(4) * g.w_out.div_ceil(4);
     ConvPack {
         mr: MB,
         nr: group_size(tiles),
@@ -128,7 +133,7 @@ impl Ctx<'_> {
     }
     /// Tiles per row.
     fn tiles_x(&self) -> usize {
-        self.w / 4
+        self.w.div_ceil(4)
     }
 }
 
@@ -175,25 +180,26 @@ pub(super) fn run(
     }
 }
 
-/// Writes padded rows `rows` of the channels-last planes: `u8(x + 128)` inside, `pad` on the border.
+/// Writes padded rows `rows` of the channels-last planes (`[hg][wg][c]`, the tile grid's 4·n + 2 rows and
+/// columns): `u8(x + 128)` inside, `pad` on the border and past the last whole tile's inputs.
 ///
 /// # Safety
-/// AVX-512 BW/VL available; `out` holds `(h+2)·(w+2)·c` bytes; `c` is a multiple of 16.
+/// AVX-512 BW/VL available; `out` holds the pack's planes; `c` is a multiple of 16.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn fill_rows(g: &ConvGeom, x: &[i8], pad: u8, rows: Range<usize>, out: *mut u8) {
     let (c, h, w) = (g.c_in, g.h_in, g.w_in);
-    let wg = w + 2;
+    let wg = 4 * w.div_ceil(4) + 2;
     let flip = _mm_set1_epi8(-128);
     for r in rows {
         // SAFETY: row r of the planes; the loads read rows of the input (masked to its width).
         unsafe {
             let row = out.add(r * wg * c);
-            if r == 0 || r == h + 1 {
+            if r == 0 || r > h {
                 core::ptr::write_bytes(row, pad, wg * c);
                 continue;
             }
             core::ptr::write_bytes(row, pad, c);
-            core::ptr::write_bytes(row.add((w + 1) * c), pad, c);
+            core::ptr::write_bytes(row.add((w + 1) * c), pad, (wg - w - 1) * c);
             for c0 in (0..c).step_by(16) {
                 for x0 in (0..w).step_by(16) {
                     let n = (w - x0).min(16);
@@ -266,7 +272,8 @@ fn bt(d: [__m512i; 6]) -> [__m512i; 6] {
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
     let (v, _) = ctx.panel(w);
-    let (c, wg, tx_n) = (ctx.c, ctx.w + 2, ctx.tiles_x());
+    let (c, tx_n) = (ctx.c, ctx.tiles_x());
+    let wg = 4 * tx_n + 2;
     let tiles = ctx.pack.q;
     let tg = ctx.pack.nr;
     for ti in 0..tg.min(tiles - t * tg) {
@@ -364,7 +371,11 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
     let tg = ctx.pack.nr;
     for ti in 0..tg.min(tiles - t * tg) {
         let tile = t * tg + ti;
-        let at_out = 4 * (tile / tx_n) * wo + 4 * (tile % tx_n);
+        let (ty, tx) = (tile / tx_n, tile % tx_n);
+        let at_out = 4 * ty * wo + 4 * tx;
+        // Rows and columns of this tile inside the output.
+        let (rows_in, cols_in) = ((ctx.h - 4 * ty).min(4), (wo - 4 * tx).min(4));
+        let whole = rows_in == 4 && cols_in == 4;
         for v in 0..2 {
             // SAFETY: M holds 36 · tg · MB entries.
             let mm = |xi: usize| unsafe { _mm512_loadu_si512(m.add((xi * tg + ti) * MB + 16 * v) as *const _) };
@@ -379,9 +390,21 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
             // The residual's 4x4 bytes per channel, turned into one vector of 16 channels per position.
             let res = ctx.res.map(|r| {
                 let mut g: [__m128i; 16] = core::array::from_fn(|l| {
+                    let at = r.get().wrapping_add((ch + l) * hw + at_out);
                     let row = |i: usize| {
-                        // SAFETY: 4 bytes of row i of this tile in channel ch + l < m.
-                        unsafe { (r.get().add((ch + l) * hw + at_out + i * wo) as *const i32).read_unaligned() }
+                        if whole {
+                            // SAFETY: 4 bytes of row i of this tile in channel ch + l < m.
+                            unsafe { (at.add(i * wo) as *const i32).read_unaligned() }
+                        } else if i < rows_in {
+                            let mut b = [0u8; 4];
+                            // SAFETY: the tile's first cols_in bytes of row i, inside the output.
+                            unsafe {
+                                core::ptr::copy_nonoverlapping(at.add(i * wo) as *const u8, b.as_mut_ptr(), cols_in)
+                            };
+                            i32::from_le_bytes(b)
+                        } else {
+                            0
+                        }
                     };
                     _mm_setr_epi32(row(0), row(1), row(2), row(3))
                 });
@@ -403,9 +426,17 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
                 let mut rows = [0i32; 4];
                 // SAFETY: 16 bytes into `rows`.
                 unsafe { _mm_storeu_si128(rows.as_mut_ptr() as *mut __m128i, *out) };
-                for (i, &r) in rows.iter().enumerate() {
-                    // SAFETY: row i of this tile in channel ch + l < m.
-                    unsafe { (ctx.y.get().add((ch + l) * hw + at_out + i * wo) as *mut i32).write_unaligned(r) };
+                let at = ctx.y.get().wrapping_add((ch + l) * hw + at_out);
+                for (i, &r) in rows.iter().enumerate().take(rows_in) {
+                    if whole {
+                        // SAFETY: row i of this tile in channel ch + l < m.
+                        unsafe { (at.add(i * wo) as *mut i32).write_unaligned(r) };
+                    } else {
+                        // SAFETY: the tile's first cols_in bytes of row i, inside the output.
+                        unsafe {
+                            core::ptr::copy_nonoverlapping(r.to_le_bytes().as_ptr(), at.add(i * wo) as *mut u8, cols_in)
+                        };
+                    }
                 }
             }
         }
