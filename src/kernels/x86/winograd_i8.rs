@@ -22,12 +22,18 @@
 //! ([`outputs`]).
 
 use super::requant::{ChannelLanes, Epilogue};
-use super::{drive, panel_stride, split_scratch, Shared};
-use crate::kernels::packed::{ConvPack, Parallel, Planes};
+use super::{drive, panel_stride, Shared, SMALL_LAYER_MACS};
+use crate::kernels::packed::{share, ConvPack, Parallel, Planes};
 use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::x86_64::*;
 use core::ops::Range;
 use std::prelude::v1::*;
+
+// Tried, not faster on Zen 4: blocks of 16 output channels with 16-channel input tails, for ResNet-20's
+// 32x32x16 stage (16.8 -> 19.4 µs a layer, 18.1 -> 22.6 with a residual: at 16 channels the transforms and the
+// per-tile epilogue outweigh the products they save); the residual's tile rows as gathers (16x16 residual
+// layers 13.3 -> 19.7 µs) or as dwords assembled on the stack (store-forwarding stalls); stores as dword rows
+// from byte unpacks instead of the 16x16 transpose (no change).
 
 /// Most tiles per task.
 const TG: usize = 8;
@@ -106,6 +112,7 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
         panel_bytes: XI * TG * c * 2 + XI * TG * MB * 4,
         elem: 1,
         winograd: true,
+        band: g.macs() / (g.n.max(1) as u64) < SMALL_LAYER_MACS,
         ..ConvPack::default()
     }
 }
@@ -115,6 +122,8 @@ struct Ctx<'p> {
     pack: &'p ConvPack,
     p: &'p QConvParams<'p>,
     planes: *const u8,
+    /// Bytes between two workers' copies of the planes (0: one shared copy).
+    plane_stride: usize,
     panels: Shared<u8>,
     y: Shared<i8>,
     res: Option<Shared<i8>>,
@@ -130,6 +139,10 @@ impl Ctx<'_> {
     fn panel(&self, w: usize) -> (*mut i16, *mut i32) {
         let v = self.panels.get().wrapping_add(w * panel_stride(self.pack));
         (v as *mut i16, v.wrapping_add(XI * self.pack.nr * self.c * 2) as *mut i32)
+    }
+    /// Worker `w`'s planes.
+    fn planes(&self, w: usize) -> *const u8 {
+        self.planes.wrapping_add(w * self.plane_stride)
     }
     /// Tiles per row.
     fn tiles_x(&self) -> usize {
@@ -149,7 +162,11 @@ pub(super) fn run(
     scratch: &mut [u8],
     par: &dyn Parallel,
 ) {
-    let (planes, panels) = split_scratch::<u8>(pack, par.workers(), scratch);
+    let workers = par.workers();
+    // Small layers: one copy of the planes per worker (`band`, sized by ConvPack::scratch_bytes).
+    let copies = if pack.band { workers } else { 1 };
+    let (planes, panels) = scratch.split_at_mut(copies * pack.plane_bytes());
+    let (planes, panels) = (Shared(planes.as_mut_ptr()), Shared(panels.as_mut_ptr()));
     let hw = g.h_out * g.w_out;
     let pad = (p.x_zero_point + 128) as u8;
     for n in 0..g.n {
@@ -157,7 +174,8 @@ pub(super) fn run(
         let ctx = Ctx {
             pack,
             p,
-            planes: planes.of(0),
+            planes: planes.get(),
+            plane_stride: if copies > 1 { pack.plane_bytes() } else { 0 },
             panels,
             y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
             res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut i8)),
@@ -165,17 +183,40 @@ pub(super) fn run(
             h: g.h_out,
             w: g.w_out,
         };
-        let out = Shared(planes.of(0));
-        // SAFETY (all three): the registry lists this kernel under the avx512vnni tier; fills write disjoint
-        // rows of the planes, which split_scratch sized; worker w only touches panel w.
-        let fill = |_: usize, _: Range<usize>, rows: Range<usize>| unsafe { fill_rows(g, xn, pad, rows, out.get()) };
-        drive(g, pack, false, par, &fill, &|w, t| unsafe { input_tiles(&ctx, w, t) }, &|w, t, b| unsafe {
+        // SAFETY (all four): the registry lists this kernel under the avx512vnni tier; fills write disjoint
+        // rows of the shared planes, or worker w's copy; worker w only touches panel w.
+        let fill = |w: usize, _: Range<usize>, rows: Range<usize>| unsafe {
+            fill_rows(g, xn, pad, rows, ctx.planes(w) as *mut u8)
+        };
+        let prep = |w: usize, t: usize| unsafe { input_tiles(&ctx, w, t) };
+        let task = |w: usize, t: usize, b: usize| unsafe {
             match pack.nr {
                 4 => products::<4>(&ctx, w, b),
                 7 => products::<7>(&ctx, w, b),
                 _ => products::<TG>(&ctx, w, b),
             }
             outputs(&ctx, w, t, b);
+        };
+        if copies == 1 {
+            drive(g, pack, false, par, &fill, &prep, &task);
+            continue;
+        }
+        // One parallel call, no wait between the fill and the tasks: each worker fills all of its own copy
+        // (a few KB) and runs a contiguous share of the (tile group, block) tasks. ResNet-20's 16x16 and 8x8
+        // layers have two to four tasks; a separate parallel fill cost a second fork and join per layer.
+        let (blocks, tasks) = (pack.blocks(g.c_out), pack.tiles * pack.blocks(g.c_out));
+        let chunks = tasks.min(workers);
+        par.run(chunks, &|w, chunk| {
+            fill(w, 0..1, 0..pack.planes.map_or(0, |p| p.hg));
+            let mut current = usize::MAX;
+            for i in share(tasks, chunks, chunk) {
+                let (t, b) = (i / blocks, i % blocks);
+                if t != current {
+                    prep(w, t);
+                    current = t;
+                }
+                task(w, t, b);
+            }
         });
     }
 }
@@ -282,7 +323,7 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
         for c0 in (0..c).step_by(32) {
             // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · tg · c entries.
             unsafe {
-                let base = ctx.planes.add((4 * ty * wg + 4 * tx) * c + c0);
+                let base = ctx.planes(w).add((4 * ty * wg + 4 * tx) * c + c0);
                 let d = |r: usize, k: usize| {
                     _mm512_cvtepu8_epi16(_mm256_loadu_si256(base.add((r * wg + k) * c) as *const __m256i))
                 };
