@@ -668,6 +668,9 @@ fn qs8_winograd_layers_match_reference() {
         ConvCase::new(1, 1, (64, 32), (14, 14), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
         ConvCase::new(2, 1, (32, 64), (10, 7), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
         ConvCase::new(1, 1, (32, 32), (13, 11), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        // Weight transforms over 1 MB: tasks of several tile groups (4 + 3 groups of 7; one set of 8 + 7).
+        ConvCase::new(1, 1, (128, 128), (28, 28), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+        ConvCase::new(1, 1, (128, 160), (12, 20), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
     ];
     for (i, case) in cases.iter().enumerate() {
         let w = Rng::new(1).i8s(case.g.c_out * case.k(), -127, 127);

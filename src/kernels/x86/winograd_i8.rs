@@ -44,6 +44,22 @@ const TG: usize = 8;
 fn group_size(tiles: usize) -> usize {
     [TG, 7, 4].into_iter().min_by_key(|&tg| tiles.div_ceil(tg) * tg).unwrap_or(TG)
 }
+
+/// Weight transforms up to this size are reread per tile group (from L2); larger ones are streamed from L3
+/// once per layer: a task then runs several tile groups, whose `V` it builds together.
+const L2_WEIGHTS: usize = 1 << 20;
+/// The most bytes of `V` a task builds for its tile groups (they stay in L2 with a block of weights).
+const V_BUDGET: usize = 320 << 10;
+
+/// Tile groups per task for `tiles` tiles in groups of `tg`, `c` input channels and `weight_bytes` of weight
+/// transforms: one, or as many as [`V_BUDGET`] holds when the weights outgrow [`L2_WEIGHTS`]. ResNet-18's
+/// 14x14x256 layers (4.7 MB of transforms, two groups of 8 tiles) read them once instead of twice.
+fn groups_per_task(tiles: usize, tg: usize, c: usize, weight_bytes: usize) -> usize {
+    if weight_bytes <= L2_WEIGHTS {
+        return 1;
+    }
+    (V_BUDGET / (XI * tg * c * 2)).clamp(1, tiles.div_ceil(tg))
+}
 /// Output channels per task (two vectors).
 const MB: usize = 32;
 /// Transformed positions of a 6x6 input tile.
@@ -54,9 +70,10 @@ const XI: usize = 36;
 const MIN_HW: usize = 8 * 8;
 
 /// Layers with more (input, output) channel pairs keep the direct kernel: their weight transforms (72 bytes
-/// a pair) outgrow the L2 cache and are streamed per tile group. ResNet-18's 14x14x256 layers (4.7 MB) ran
-/// no faster (0.52-0.57 against 0.54-0.56 ms on Zen 4), its 28x28x128 ones (1.2 MB) gain.
-const MAX_CHANNEL_PAIRS: usize = 128 * 128;
+/// a pair) would stream more than 4.7 MB per layer, untried. ResNet-18's 14x14x256 layers, at that size, gain
+/// a little with tasks of two tile groups (0.55-0.57 -> 0.50-0.53 ms on Zen 4; with one group each read the
+/// transforms twice and ran no faster than direct).
+const MAX_CHANNEL_PAIRS: usize = 256 * 256;
 
 /// `9⁻¹ mod 2³²`.
 const INV9: i32 = 0x38e3_8e39;
@@ -98,18 +115,21 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     }
     let (hg, wg) = (4 * g.h_out.div_ceil(4) + 2, 4 * g.w_out.div_ceil(4) + 2);
     let tiles = g.h_out.div_ceil(4) * g.w_out.div_ceil(4);
+    let tg = group_size(tiles);
+    let sg = groups_per_task(tiles, tg, c, u.len() * 2);
     ConvPack {
         mr: MB,
-        nr: group_size(tiles),
+        nr: tg,
         k: c * 9,
         kp: c * 9,
         planes: Some(Planes { sh: 1, sw: 1, pa: 1, pb: 1, hg, wg, cgroup: c, len: hg * wg * c }),
         q: tiles,
-        tiles: tiles.div_ceil(group_size(tiles)),
+        // drive's tiles are the tasks' sets of tile groups.
+        tiles: tiles.div_ceil(tg * sg),
         w_out: g.w_out,
         wq16: u,
         bq: crate::kernels::packed::corrected_bias(p.weight, c * 9, p.bias, p.x_zero_point),
-        panel_bytes: XI * TG * c * 2 + XI * TG * MB * 4,
+        panel_bytes: XI * sg * tg * c * 2 + XI * tg * MB * 4,
         elem: 1,
         winograd: true,
         band: g.macs() / (g.n.max(1) as u64) < SMALL_LAYER_MACS,
@@ -124,6 +144,8 @@ struct Ctx<'p> {
     planes: *const u8,
     /// Bytes between two workers' copies of the planes (0: one shared copy).
     plane_stride: usize,
+    /// Tile groups per task ([`groups_per_task`]).
+    sg: usize,
     panels: Shared<u8>,
     y: Shared<i8>,
     res: Option<Shared<i8>>,
@@ -135,10 +157,16 @@ struct Ctx<'p> {
 unsafe impl Sync for Ctx<'_> {}
 
 impl Ctx<'_> {
-    /// Worker `w`'s `V` (`[36][tg][c]` i16) and `M` (`[36][tg][MB]` i32), `tg` = the pack's `nr`.
+    /// Worker `w`'s `V` (`[36][sg·tg][c]` i16) and `M` (`[36][tg][MB]` i32), `tg` = the pack's `nr`.
     fn panel(&self, w: usize) -> (*mut i16, *mut i32) {
         let v = self.panels.get().wrapping_add(w * panel_stride(self.pack));
-        (v as *mut i16, v.wrapping_add(XI * self.pack.nr * self.c * 2) as *mut i32)
+        (v as *mut i16, v.wrapping_add(XI * self.sg * self.pack.nr * self.c * 2) as *mut i32)
+    }
+    /// The tiles of group `g` of task set `t` (`first..end`).
+    fn group(&self, t: usize, g: usize) -> Range<usize> {
+        let tg = self.pack.nr;
+        let first = (t * self.sg + g) * tg;
+        first.min(self.pack.q)..(first + tg).min(self.pack.q)
     }
     /// Worker `w`'s planes.
     fn planes(&self, w: usize) -> *const u8 {
@@ -176,6 +204,7 @@ pub(super) fn run(
             p,
             planes: planes.get(),
             plane_stride: if copies > 1 { pack.plane_bytes() } else { 0 },
+            sg: groups_per_task(pack.q, pack.nr, g.c_in, pack.wq16.len() * 2),
             panels,
             y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
             res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut i8)),
@@ -189,13 +218,20 @@ pub(super) fn run(
             fill_rows(g, xn, pad, rows, ctx.planes(w) as *mut u8)
         };
         let prep = |w: usize, t: usize| unsafe { input_tiles(&ctx, w, t) };
-        let task = |w: usize, t: usize, b: usize| unsafe {
-            match pack.nr {
-                4 => products::<4>(&ctx, w, b),
-                7 => products::<7>(&ctx, w, b),
-                _ => products::<TG>(&ctx, w, b),
+        let task = |w: usize, t: usize, b: usize| {
+            for grp in 0..ctx.sg {
+                if ctx.group(t, grp).is_empty() {
+                    break;
+                }
+                unsafe {
+                    match pack.nr {
+                        4 => products::<4>(&ctx, w, grp, b),
+                        7 => products::<7>(&ctx, w, grp, b),
+                        _ => products::<TG>(&ctx, w, grp, b),
+                    }
+                    outputs(&ctx, w, t, grp, b);
+                }
             }
-            outputs(&ctx, w, t, b);
         };
         if copies == 1 {
             drive(g, pack, false, par, &fill, &prep, &task);
@@ -305,8 +341,8 @@ fn bt(d: [__m512i; 6]) -> [__m512i; 6] {
     ]
 }
 
-/// Builds `V` of tile group `t` into worker `w`'s panel (tiles past the last are left as they are: their
-/// products are computed and dropped).
+/// Builds `V` of task set `t` (its tile groups) into worker `w`'s panel (tiles past the last are left as they
+/// are: their products are computed and dropped).
 ///
 /// # Safety
 /// AVX-512 F/BW available; the planes of the current image are filled; `w` < workers.
@@ -315,13 +351,13 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
     let (v, _) = ctx.panel(w);
     let (c, tx_n) = (ctx.c, ctx.tiles_x());
     let wg = 4 * tx_n + 2;
-    let tiles = ctx.pack.q;
-    let tg = ctx.pack.nr;
-    for ti in 0..tg.min(tiles - t * tg) {
-        let tile = t * tg + ti;
+    let span = ctx.sg * ctx.pack.nr;
+    let first = t * span;
+    for ti in 0..span.min(ctx.pack.q - first) {
+        let tile = first + ti;
         let (ty, tx) = (tile / tx_n, tile % tx_n);
         for c0 in (0..c).step_by(32) {
-            // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · tg · c entries.
+            // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · span · c entries.
             unsafe {
                 let base = ctx.planes(w).add((4 * ty * wg + 4 * tx) * c + c0);
                 let d = |r: usize, k: usize| {
@@ -336,7 +372,7 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
                 }
                 for (i, row) in cols.iter().enumerate() {
                     for (j, vij) in bt(*row).iter().enumerate() {
-                        _mm512_storeu_si512(v.add(((i * 6 + j) * tg + ti) * c + c0) as *mut _, *vij);
+                        _mm512_storeu_si512(v.add(((i * 6 + j) * span + ti) * c + c0) as *mut _, *vij);
                     }
                 }
             }
@@ -344,20 +380,22 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
     }
 }
 
-/// `M[ξ] = Σ_c U[ξ] ⊙ V[ξ]` for output channel block `b` and the tile group in worker `w`'s panel.
+/// `M[ξ] = Σ_c U[ξ] ⊙ V[ξ]` for output channel block `b` and tile group `grp` of the task set in worker `w`'s
+/// panel.
 ///
 /// # Safety
 /// AVX-512 F + VNNI available; [`input_tiles`] ran on this worker for the task's group; `b` < blocks.
 #[target_feature(enable = "avx512f,avx512vnni")]
-unsafe fn products<const TG: usize>(ctx: &Ctx<'_>, w: usize, b: usize) {
+unsafe fn products<const TG: usize>(ctx: &Ctx<'_>, w: usize, grp: usize, b: usize) {
     let (v, m) = ctx.panel(w);
+    let span = ctx.sg * TG;
     let pairs = ctx.c / 2;
     // SAFETY: the weight block holds 36 · c/2 · 64 entries; V and M are the worker's.
     unsafe {
         let u = ctx.pack.wq16.as_ptr().add(b * XI * pairs * 2 * MB);
         for xi in 0..XI {
             let mut acc = [[_mm512_setzero_si512(); 2]; TG];
-            let vx = v.add(xi * TG * ctx.c) as *const i32;
+            let vx = v.add((xi * span + grp * TG) * ctx.c) as *const i32;
             let ux = u.add(xi * pairs * 2 * MB);
             for cp in 0..pairs {
                 let w0 = _mm512_loadu_si512(ux.add(cp * 2 * MB) as *const _);
@@ -399,7 +437,7 @@ fn at(m: [__m512i; 6]) -> [__m512i; 4] {
 /// # Safety
 /// AVX-512 F/BW/VL available; [`products`] ran on this worker for (`t`, `b`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
+unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, grp: usize, b: usize) {
     let (_, m) = ctx.panel(w);
     let (hw, wo, tx_n) = (ctx.h * ctx.w, ctx.w, ctx.tiles_x());
     let oc0 = b * MB;
@@ -408,10 +446,8 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, b: usize) {
     let lanes = [0, 1].map(|v| ChannelLanes::new(&epi, rq, oc0 + 16 * v, u16::MAX));
     // SAFETY: the bias has m entries, a multiple of MB (suits).
     let bias = [0, 1].map(|v| unsafe { _mm512_loadu_si512(ctx.pack.bq.as_ptr().add(oc0 + 16 * v) as *const _) });
-    let tiles = ctx.pack.q;
     let tg = ctx.pack.nr;
-    for ti in 0..tg.min(tiles - t * tg) {
-        let tile = t * tg + ti;
+    for (ti, tile) in ctx.group(t, grp).enumerate() {
         let (ty, tx) = (tile / tx_n, tile % tx_n);
         let at_out = 4 * ty * wo + 4 * tx;
         // Rows and columns of this tile inside the output.
