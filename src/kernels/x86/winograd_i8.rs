@@ -9,9 +9,9 @@
 //! - inputs `V = Bᵀ u B` of the planes' u8 values `u = x + 128` (padding included): |V| ≤ 10 · 10 · 255, i16;
 //! - `A'ᵀ (Σ_c U ⊙ V) A' = 576 · Σ u·w`, the direct kernel's sum (its bias carries the zero-point term).
 //!
-//! Products and sums wrap in i32, so that yields `576 · acc mod 2³²`; `576 = 2⁶ · 9`, so an arithmetic
-//! shift by 6 and a multiply by `9⁻¹ mod 2³²` leave `acc mod 2²⁶`, which is `acc` itself when
-//! `|acc| < 2²⁵`. [`suits`] checks that bound per output channel (`255 · Σ|w|`) at pack time; layers
+//! Products and sums wrap in i32, so that yields `576 · acc mod 2³²`; `576 = 2⁶ · 9`, so a multiply by
+//! `9⁻¹ mod 2³²` leaves `64 · acc mod 2³²`, which is `64 · acc` itself when `|acc| < 2²⁵`, and an arithmetic
+//! shift by 6 gives `acc`. [`suits`] checks that bound per output channel (`255 · Σ|w|`) at pack time; layers
 //! outside it keep the direct kernel.
 //!
 //! Layout. The input is rewritten once per image as a padded channels-last u8 image (`[h+2][w+2][c]`,
@@ -491,9 +491,8 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, grp: usize, b: usize) {
             let mut bytes = [_mm_setzero_si128(); 16];
             for (i, row) in cols.iter().enumerate() {
                 for (j, y576) in at(*row).iter().enumerate() {
-                    let q = _mm512_srai_epi32::<6>(*y576);
-                    let acc =
-                        _mm512_srai_epi32::<6>(_mm512_slli_epi32::<6>(_mm512_mullo_epi32(q, _mm512_set1_epi32(INV9))));
+                    // 576·acc · 9⁻¹ = 64·acc (mod 2³²), exact in i32 while |acc| < 2²⁵.
+                    let acc = _mm512_srai_epi32::<6>(_mm512_mullo_epi32(*y576, _mm512_set1_epi32(INV9)));
                     let r = res.map(|g| _mm512_cvtepi8_epi32(g[i * 4 + j]));
                     bytes[i * 4 + j] = _mm512_cvtepi32_epi8(lanes[v].apply(&epi, _mm512_add_epi32(acc, bias[v]), r));
                 }
