@@ -45,7 +45,7 @@ const PARALLEL_FILL: usize = 1 << 12;
 
 /// Layers below this many multiply-accumulates per image are small: one chunk of tasks per worker, each
 /// filling the planes it reads ([`drive`]).
-pub(crate) const SMALL_LAYER_MACS: u64 = 1 << 25;
+const SMALL_LAYER_MACS: u64 = 1 << 25;
 
 /// Marks the pack of geometry `g` (the one [`drive`] gets) as filling its planes in bands when it is small
 /// ([`ConvPack::band`]).

@@ -22,7 +22,7 @@
 //! ([`outputs`]).
 
 use super::requant::{ChannelLanes, Epilogue};
-use super::{drive, panel_stride, Shared, SMALL_LAYER_MACS};
+use super::{drive, panel_stride, set_band, Shared};
 use crate::kernels::packed::{share, ConvPack, Parallel, Planes};
 use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::x86_64::*;
@@ -117,7 +117,7 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     let tiles = g.h_out.div_ceil(4) * g.w_out.div_ceil(4);
     let tg = group_size(tiles);
     let sg = groups_per_task(tiles, tg, c, u.len() * 2);
-    ConvPack {
+    let mut pack = ConvPack {
         mr: MB,
         nr: tg,
         k: c * 9,
@@ -132,9 +132,10 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
         panel_bytes: XI * sg * tg * c * 2 + XI * tg * MB * 4,
         elem: 1,
         winograd: true,
-        band: g.macs() / (g.n.max(1) as u64) < SMALL_LAYER_MACS,
         ..ConvPack::default()
-    }
+    };
+    set_band(&mut pack, g);
+    pack
 }
 
 /// What one task needs, for one image.
