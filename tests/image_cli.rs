@@ -21,7 +21,12 @@ fn shared(rel: &str) -> PathBuf {
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("resedge-image-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    // A fresh path: an earlier test process with the same pid may have left files there (a CI run on this
+    // machine found last run's truncated 3.jpg in `frames` and failed the first directory pass).
+    let path = dir.join(name);
+    let _ = std::fs::remove_dir_all(&path);
+    let _ = std::fs::remove_file(&path);
+    path
 }
 
 fn resedge(args: &[&str]) -> Output {
