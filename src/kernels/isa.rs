@@ -170,7 +170,8 @@ fn detect() -> Isa {
     macro_rules! has {
         ($($f:tt),*) => { true $(&& cfg!(target_feature = $f))* };
     }
-    let avx2 = has!("avx2", "fma");
+    // POPCNT came before AVX2 in every x86 line; kernels count lane masks with it.
+    let avx2 = has!("avx2", "fma", "popcnt");
     let avx512 = avx2 && has!("avx512f", "avx512bw", "avx512vl", "avx512dq");
     if avx512 && has!("avx512vnni") {
         Isa::Avx512Vnni

@@ -264,7 +264,7 @@ unsafe fn interleave4(dst: &mut [u8], src: &[Option<&[i8]>], sw: usize, pad: u8)
 ///
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI available; panel `w` holds tile `t` (or the planes are interleaved and filled).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,popcnt")]
 unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk: usize) {
     let p = c.pack;
     let kp = p.kp;
@@ -321,7 +321,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
                 }
             };
             // SAFETY: as above.
-            unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, _mm512_cvtepi32_epi8(out)) };
+            unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, out) };
         }
     }
 }
@@ -406,7 +406,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
                 });
                 let v32 = lanes.apply(&epi, a, res);
                 // SAFETY: 16 bytes of this position's row.
-                unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, _mm512_cvtepi32_epi8(v32)) };
+                unsafe { _mm_storeu_si128(row.as_mut_ptr().add(16 * v) as *mut __m128i, v32) };
             }
         }
         let live_channels = ROW_MR.min(c.m - oc0);

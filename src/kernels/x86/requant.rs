@@ -70,9 +70,10 @@ impl HiShift {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn apply(&self, acc: __m512i) -> __m512i {
-        let even = _mm512_srli_epi64(_mm512_mul_epi32(acc, self.m_even), 32);
+        // The products' high halves sit in the odd dwords: the odd lanes' in place, the even lanes' one up.
+        let even = _mm512_mul_epi32(acc, self.m_even);
         let odd = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), self.m_odd);
-        let hi = _mm512_mask_blend_epi32(0xAAAA, even, odd);
+        let hi = _mm512_mask_shuffle_epi32(odd, 0x5555, even, _MM_PERM_CDAB);
         _mm512_srav_epi32(_mm512_add_epi32(hi, self.rnd), self.shift)
     }
 }
@@ -124,6 +125,9 @@ pub(super) struct Epilogue {
     /// The residual's pair in i32 form; `None` when it is out of [`SmallInput`]'s range (or absent).
     small: Option<SmallInput>,
     residual: Option<ResidualRequant>,
+    /// Whether `lo` / `hi` bind inside i8 (a ReLU's zero point, a narrower range).
+    clamp_lo: bool,
+    clamp_hi: bool,
 }
 
 impl Epilogue {
@@ -136,6 +140,8 @@ impl Epilogue {
             hi: _mm512_set1_epi32(rq.hi),
             small: residual.and_then(|r| SmallInput::new(&r)),
             residual,
+            clamp_lo: rq.lo > i8::MIN as i32,
+            clamp_hi: rq.hi < i8::MAX as i32,
         }
     }
 
@@ -159,21 +165,30 @@ impl Epilogue {
         self.residual.is_none() || self.small.is_some()
     }
 
-    /// The i32 form, with `h` from [`Self::hi_shift`] or [`Self::hi_shift_lanes`].
+    /// The i32 form, with `h` from [`Self::hi_shift`] or [`Self::hi_shift_lanes`]: the 16 output bytes.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m512i {
+    pub(super) fn i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m128i {
         let mut v = h.apply(acc);
         if let (Some(res), Some(sm)) = (res, &self.small) {
             v = _mm512_add_epi32(v, sm.apply(res));
         }
-        _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, self.zp), self.lo), self.hi)
+        // The narrowing saturates to [-128, 127], so a bound at either end needs no instruction of its own
+        // (|v + zp| < 2^30: HiShift and SmallInput bound the terms).
+        v = _mm512_add_epi32(v, self.zp);
+        if self.clamp_lo {
+            v = _mm512_max_epi32(v, self.lo);
+        }
+        if self.clamp_hi {
+            v = _mm512_min_epi32(v, self.hi);
+        }
+        _mm512_cvtsepi32_epi8(v)
     }
 
-    /// The general form, from the requantized even and odd lanes in i64 ([`requant64`]).
+    /// The general form, from the requantized even and odd lanes in i64 ([`requant64`]): the 16 output bytes.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn i64(&self, mut e: __m512i, mut o: __m512i, res: Option<__m512i>) -> __m512i {
+    pub(super) fn i64(&self, mut e: __m512i, mut o: __m512i, res: Option<__m512i>) -> __m128i {
         if let (Some(res), Some(rr)) = (res, self.residual) {
             let (re, ro) = requant64(_mm512_sub_epi32(res, _mm512_set1_epi32(rr.zero_point)), rr.multiplier, rr.shift);
             e = _mm512_add_epi64(sat32(e), sat32(re));
@@ -186,7 +201,7 @@ impl Epilogue {
             _mm512_cvtepi32_epi64(_mm512_castsi512_si256(self.hi)),
         );
         let fin = |v: __m512i| _mm512_min_epi64(_mm512_max_epi64(_mm512_add_epi64(v, zp), lo), hi);
-        _mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32))
+        _mm512_cvtepi32_epi8(_mm512_mask_blend_epi32(0xAAAA, fin(e), _mm512_slli_epi64(fin(o), 32)))
     }
 }
 
@@ -228,10 +243,10 @@ impl ChannelLanes {
         Self { hi: epi.hi_shift_lanes(m, s), m, se, so, re: rnd(se), ro: rnd(so) }
     }
 
-    /// The epilogue's output for accumulators `acc` (and residual bytes `res`, sign-extended).
+    /// The epilogue's output bytes for accumulators `acc` (and residual bytes `res`, sign-extended).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn apply(&self, epi: &Epilogue, acc: __m512i, res: Option<__m512i>) -> __m512i {
+    pub(super) fn apply(&self, epi: &Epilogue, acc: __m512i, res: Option<__m512i>) -> __m128i {
         match &self.hi {
             Some(h) => epi.i32(h, acc, res),
             None => {
