@@ -106,6 +106,13 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 8, (48, 48), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // One column wide: a tile row starts every other lane, and row starts precede the chunk's first lane.
         geom(1, 8, (790, 1), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // int8 Winograd (VNNI, channels in 32s), each worker filling the rows of its own tile groups: two
+        // groups of 8 (ResNet-20's 16x16), one group of two channel blocks (its 8x8), five groups of 7 split
+        // unevenly over 2 and 3 workers, partial tiles and a batch.
+        geom(1, 32, (16, 16), 32, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 64, (8, 8), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 32, (28, 20), 32, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(2, 32, (13, 11), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];
     let mut rng = Rng::new(0x7135);
     for _ in 0..40 {

@@ -173,6 +173,13 @@ impl Ctx<'_> {
     fn planes(&self, w: usize) -> *const u8 {
         self.planes.wrapping_add(w * self.plane_stride)
     }
+    /// The plane rows that the 6x6 windows of task sets `sets` read.
+    fn plane_rows(&self, sets: Range<usize>) -> Range<usize> {
+        let span = self.sg * self.pack.nr;
+        let first = (sets.start * span).min(self.pack.q - 1);
+        let last = (sets.end * span).min(self.pack.q) - 1;
+        4 * (first / self.tiles_x())..4 * (last / self.tiles_x()) + 6
+    }
     /// Tiles per row.
     fn tiles_x(&self) -> usize {
         self.w.div_ceil(4)
@@ -244,9 +251,12 @@ pub(super) fn run(
         let (blocks, tasks) = (pack.blocks(g.c_out), pack.tiles * pack.blocks(g.c_out));
         let chunks = tasks.min(workers);
         par.run(chunks, &|w, chunk| {
-            fill(w, 0..1, 0..pack.planes.map_or(0, |p| p.hg));
+            let mine = share(tasks, chunks, chunk);
+            // Only the rows under this worker's tile groups: split by tiles, it then reads little of what
+            // the other workers wrote in the layer before.
+            fill(w, 0..1, ctx.plane_rows(mine.start / blocks..(mine.end - 1) / blocks + 1));
             let mut current = usize::MAX;
-            for i in share(tasks, chunks, chunk) {
+            for i in mine {
                 let (t, b) = (i / blocks, i % blocks);
                 if t != current {
                     prep(w, t);
