@@ -106,6 +106,14 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 8, (48, 48), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // One column wide: a tile row starts every other lane, and row starts precede the chunk's first lane.
         geom(1, 8, (790, 1), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // Interleaved int8 planes (channels in 4s) tiled as whole 16-output row pieces (outputs 16k wide): 32
+        // and 16 wide (ResNet-20's first stage and its stride-2 layer), an odd piece count (a filler half);
+        // 24 and 40 wide keep the grid.
+        geom(1, 16, (32, 32), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(2, 16, (32, 32), 16, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+        geom(1, 8, (5, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 8, (24, 24), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 4, (6, 40), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // int8 Winograd (VNNI, channels in 32s), each worker filling the rows of its own tile groups: two
         // groups of 8 (ResNet-20's 16x16), one group of two channel blocks (its 8x8), five groups of 7 split
         // unevenly over 2 and 3 workers, partial tiles and a batch.

@@ -244,7 +244,9 @@ impl ConvPack {
         let per_tile = self.nr / 8;
         let per_row = g.w_out.div_ceil(8);
         let vectors = g.h_out * per_row;
-        if !matches!(self.nr, 16 | 32) || pl.cgroup != 1 || vectors.div_ceil(per_tile) >= self.tiles {
+        // Interleaved planes are read 16 positions at a time: runs must pair up into whole 16-output pieces.
+        let whole = pl.cgroup == 1 || g.w_out.is_multiple_of(16);
+        if !matches!(self.nr, 16 | 32) || !whole || vectors.div_ceil(per_tile) >= self.tiles {
             return;
         }
         // (grid position, output index, length) of each run, in output order; the last tile is completed
@@ -264,8 +266,11 @@ impl ConvPack {
             .collect();
         self.starts = runs.iter().map(|r| r.0 as u32).collect();
         self.tiles = runs.len() / per_tile;
+        // Filler runs read from the last real run's start: 8 positions, or 16 when interleaved.
         let max_off = self.offsets.iter().copied().max().unwrap_or(0) as usize;
-        pl.len = pl.len.max(max_off + self.starts.iter().copied().max().unwrap_or(0) as usize + 8);
+        let last = self.starts.iter().copied().max().unwrap_or(0) as usize;
+        let read = if pl.cgroup == 1 { 8 } else { 16 };
+        pl.len = pl.len.max(max_off + (last + read) * pl.cgroup);
     }
 
     /// Re-tiles a pack for the x86 row kernels: tile `t` is runs `s·t .. s·t + s` of `w` consecutive outputs

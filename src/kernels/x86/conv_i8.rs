@@ -66,6 +66,9 @@ fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     let mut pack = if g.c_in.is_multiple_of(4) {
         let mut pack = ConvPack::interleaved(g, MR, 32, 4);
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
+        // Outputs 16k wide: tiles of whole row pieces, no padding lanes (ResNet-20's 32x32 layers: 32 tiles
+        // instead of 34).
+        pack.row_runs(g);
         pack
     } else {
         let mut pack = ConvPack::new(g, MR, 32, 4, 1);
@@ -277,12 +280,19 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
     // SAFETY: the panel has kp * 32 bytes, the block kp * MR weights.
     unsafe {
         let panel = c.panels.get().add(w * panel_stride(p)) as *const u8;
-        let tile = c.planes.of(w).add(t * 128) as *const u8;
+        // The two halves' first positions: 16 apart, or two row pieces ([`ConvPack::row_runs`]).
+        let planes = c.planes.of(w) as *const u8;
+        let (h0, h1) = (planes.wrapping_add(p.run_start(t, 0) * 4), planes.wrapping_add(p.run_start(t, 2) * 4));
         let wt = p.wq.as_ptr().add(blk * kp * MR) as *const i32;
         for g4 in 0..kp / 4 {
-            let src = if IN_PLACE { tile.add(*p.offsets.get_unchecked(g4) as usize) } else { panel.add(g4 * 128) };
-            let b0 = _mm512_loadu_si512(src as *const _);
-            let b1 = _mm512_loadu_si512(src.add(64) as *const _);
+            let (src0, src1) = if IN_PLACE {
+                let off = *p.offsets.get_unchecked(g4) as usize;
+                (h0.add(off), h1.add(off))
+            } else {
+                (panel.add(g4 * 128), panel.add(g4 * 128 + 64))
+            };
+            let b0 = _mm512_loadu_si512(src0 as *const _);
+            let b1 = _mm512_loadu_si512(src1 as *const _);
             let wk = wt.add(g4 * MR);
             for (r, acc) in acc.iter_mut().enumerate() {
                 let a = _mm512_set1_epi32(wk.add(r).read_unaligned());
