@@ -114,6 +114,10 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 8, (5, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 8, (24, 24), 9, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 4, (6, 40), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // The same for packed panels (channel counts not in 4s): a 7x7 stride-2 stem, ResNet-20's stem, a filler.
+        geom(1, 3, (32, 32), 16, (7, 7), (2, 2), 1, (3, 3, 3, 3)),
+        geom(1, 3, (32, 32), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(2, 5, (3, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // int8 Winograd (VNNI, channels in 32s), each worker filling the rows of its own tile groups: two
         // groups of 8 (ResNet-20's 16x16), one group of two channel blocks (its 8x8), five groups of 7 split
         // unevenly over 2 and 3 workers, partial tiles and a batch.

@@ -238,14 +238,14 @@ impl ConvPack {
     /// evenly: 14 = 7 + 7), `nr / 8` runs per tile, where that takes fewer tiles than the contiguous grid,
     /// whose runs of `nr` carry the grid's padding columns: an 8x8 output of a 3x3 convolution is 64 real
     /// lanes of 80 on its 10-wide grid with 16-position tiles (96 with 32), and of 64 in rows. A tile's real
-    /// lanes still map to consecutive outputs.
-    pub fn row_runs(&mut self, g: &ConvGeom) {
+    /// lanes still map to consecutive outputs. `read`: positions the kernel loads from a run's start, 8 (each
+    /// run alone) or 16 (a pair of runs as one: only outputs 16k wide, whose pairs are whole row pieces).
+    pub fn row_runs(&mut self, g: &ConvGeom, read: usize) {
         let Some(pl) = self.planes.as_mut() else { return };
         let per_tile = self.nr / 8;
         let per_row = g.w_out.div_ceil(8);
         let vectors = g.h_out * per_row;
-        // Interleaved planes are read 16 positions at a time: runs must pair up into whole 16-output pieces.
-        let whole = pl.cgroup == 1 || g.w_out.is_multiple_of(16);
+        let whole = read == 8 || g.w_out.is_multiple_of(16);
         if !matches!(self.nr, 16 | 32) || !whole || vectors.div_ceil(per_tile) >= self.tiles {
             return;
         }
@@ -266,10 +266,9 @@ impl ConvPack {
             .collect();
         self.starts = runs.iter().map(|r| r.0 as u32).collect();
         self.tiles = runs.len() / per_tile;
-        // Filler runs read from the last real run's start: 8 positions, or 16 when interleaved.
+        // A filler run reads from the last real run's start.
         let max_off = self.offsets.iter().copied().max().unwrap_or(0) as usize;
         let last = self.starts.iter().copied().max().unwrap_or(0) as usize;
-        let read = if pl.cgroup == 1 { 8 } else { 16 };
         pl.len = pl.len.max(max_off + (last + read) * pl.cgroup);
     }
 

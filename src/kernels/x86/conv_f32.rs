@@ -81,7 +81,7 @@ fn pack_avx2(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     }
     let mut pack = ConvPack::new(g, MR_AVX2, 16, 1, 4);
     pack.pack_f32(g.c_out, p.weight, p.bias);
-    pack.row_runs(g);
+    pack.row_runs(g, 8);
     set_band(&mut pack, g);
     pack
 }

@@ -68,12 +68,13 @@ fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
         pack.wq = pack.pack_i8_interleaved(g, p.weight, p.bias, p.x_zero_point);
         // Outputs 16k wide: tiles of whole row pieces, no padding lanes (ResNet-20's 32x32 layers: 32 tiles
         // instead of 34).
-        pack.row_runs(g);
+        pack.row_runs(g, 16);
         pack
     } else {
         let mut pack = ConvPack::new(g, MR, 32, 4, 1);
         pack.wq = pack.pack_i8(g.c_out, 4, p.weight, p.bias, p.x_zero_point);
         pack.panel_bytes = pack.kp * 32;
+        pack.row_runs(g, 16);
         pack
     };
     pack.bq.resize(pack.blocks(g.c_out) * MR, 0);
@@ -85,7 +86,7 @@ fn pack_avx2(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     let mut pack = ConvPack::new(g, MR, 16, 2, 1);
     pack.wq16 = pack.pack_i8(g.c_out, 2, p.weight, p.bias, p.x_zero_point);
     pack.panel_bytes = pack.kp * 16 * 2;
-    pack.row_runs(g);
+    pack.row_runs(g, 8);
     set_band(&mut pack, g);
     pack
 }
@@ -175,12 +176,14 @@ unsafe fn panel_vnni(c: &Ctx<'_>, w: usize, t: usize) {
     let p = c.pack;
     // SAFETY: rows are read inside the planes (ConvPack::new), the panel holds kp * 32 bytes.
     unsafe {
-        let src = c.planes.of(w).add(t * 32) as *const u8;
+        // Each half's first position: 16 apart, or two row pieces ([`ConvPack::row_runs`]).
+        let planes = c.planes.of(w) as *const u8;
+        let halves = [planes.add(p.run_start(t, 0)), planes.add(p.run_start(t, 2))];
         let dst = c.panels.get().add(w * panel_stride(p));
         for g4 in 0..p.kp / 4 {
             let o = p.offsets.as_ptr().add(g4 * 4);
-            for v in 0..2 {
-                let ld = |j: usize| _mm_loadu_si128(src.add(*o.add(j) as usize + 16 * v) as *const __m128i);
+            for (v, src) in halves.iter().enumerate() {
+                let ld = |j: usize| _mm_loadu_si128(src.add(*o.add(j) as usize) as *const __m128i);
                 let (r0, r1, r2, r3) = (ld(0), ld(1), ld(2), ld(3));
                 let (a, b) = (_mm_unpacklo_epi8(r0, r1), _mm_unpackhi_epi8(r0, r1));
                 let (c2, d) = (_mm_unpacklo_epi8(r2, r3), _mm_unpackhi_epi8(r2, r3));

@@ -88,7 +88,7 @@ fn pack_with(g: &ConvGeom, p: &F32ConvParams<'_>, mb: usize, nr: usize) -> ConvP
     let tg = tile_geom(g);
     let mut pack = ConvPack::new(&tg, mb, nr, 1, 4);
     if tg.w_out.is_multiple_of(8) {
-        pack.row_runs(&tg);
+        pack.row_runs(&tg, 8);
     }
     let c = g.c_in;
     pack.wf = vec![0.0; pack.blocks(g.c_out) * 16 * c * mb];
