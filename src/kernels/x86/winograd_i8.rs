@@ -504,7 +504,7 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, grp: usize, b: usize) {
                 for (j, y576) in at(*row).iter().enumerate() {
                     // 576·acc · 9⁻¹ = 64·acc (mod 2³²), exact in i32 while |acc| < 2²⁵.
                     let acc = _mm512_srai_epi32::<6>(_mm512_mullo_epi32(*y576, _mm512_set1_epi32(INV9)));
-                    let r = res.map(|g| _mm512_cvtepi8_epi32(g[i * 4 + j]));
+                    let r = res.as_ref().map(|g| _mm512_cvtepi8_epi32(g[i * 4 + j]));
                     bytes[i * 4 + j] = lanes[v].apply(&epi, _mm512_add_epi32(acc, bias[v]), r);
                 }
             }
