@@ -21,8 +21,10 @@ use core::ops::{Add, Mul};
 
 use proptest::prelude::*;
 use resedge::kernels::generic::{self, ShortcutGeom};
+use resedge::kernels::packed::{Parallel, Serial};
 use resedge::kernels::registry::{self, F32Conv, QConv as QConvKernel};
 use resedge::kernels::{AddParams, ConvGeom, F32ConvParams, Isa, KernelFn, QConvParams, Requant, ResidualRequant};
+use resedge::plan::threads::Pool;
 use resedge::quant;
 
 mod common;
@@ -1248,7 +1250,10 @@ fn f32_affine_matches_reference() {
 #[test]
 fn shortcut_a_matches_reference() {
     let mut rng = Rng::new(0x5A);
-    for _ in 0..200 {
+    // Split by output rows across 1, 2 and 3 workers (more workers than rows included).
+    let pools: [&dyn Parallel; 3] = [&Serial, &Pool::new(2), &Pool::new(3)];
+    for i in 0..200 {
+        let par = pools[i % 3];
         let g = ShortcutGeom {
             n: rng.int(1, 3) as usize,
             c: rng.int(1, 8) as usize,
@@ -1277,9 +1282,16 @@ fn shortcut_a_matches_reference() {
         }
         let dims = (oc, rows.len(), cols.len());
         let mut got: Vec<i8> = want.iter().map(|&v| !v).collect();
-        generic::shortcut_a(&g, zp, &x, &mut got);
-        check_exact("shortcut_a::<i8>", &got, &want, dims, |_| String::new(), || format!("{g:?} zero {zp}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        generic::shortcut_a(&g, zp, &x, &mut got, par);
+        check_exact(
+            "shortcut_a::<i8>",
+            &got,
+            &want,
+            dims,
+            |_| String::new(),
+            || format!("{g:?} zero {zp}, {} workers", par.workers()),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
 
         let xf: Vec<f32> = x.iter().map(|&v| v as f32 * 0.37).collect();
         let mut wantf = Vec::new();
@@ -1294,7 +1306,7 @@ fn shortcut_a_matches_reference() {
             }
         }
         let mut gotf = vec![f32::NAN; wantf.len()];
-        generic::shortcut_a(&g, 0.0f32, &xf, &mut gotf);
+        generic::shortcut_a(&g, 0.0f32, &xf, &mut gotf, par);
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         check_exact(
             "shortcut_a::<f32> (bits)",
@@ -1302,7 +1314,7 @@ fn shortcut_a_matches_reference() {
             &bits(&wantf),
             dims,
             |_| String::new(),
-            || format!("{g:?}"),
+            || format!("{g:?} on {} workers", par.workers()),
         )
         .unwrap_or_else(|e| panic!("{e}"));
     }

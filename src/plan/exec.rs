@@ -257,8 +257,8 @@ fn run_step(
         StepKind::Clamp { f, clamp } => f(f32s(x), *clamp, f32s_mut(y)),
         StepKind::QClamp { f, lo, hi } => f(i8s(x), *lo, *hi, i8s_mut(y)),
         StepKind::Affine { f, hw, scale, shift } => f(*hw, scale, shift, f32s(x), f32s_mut(y)),
-        StepKind::Shortcut { f, geom } => f(geom, 0.0, f32s(x), f32s_mut(y)),
-        StepKind::QShortcut { f, geom, zero } => f(geom, *zero, i8s(x), i8s_mut(y)),
+        StepKind::Shortcut { f, geom } => f(geom, 0.0, f32s(x), f32s_mut(y), par),
+        StepKind::QShortcut { f, geom, zero } => f(geom, *zero, i8s(x), i8s_mut(y), par),
         StepKind::Quantize { f, scale, zp, lo, hi } => {
             by_elements(f32s(x), i8s_mut(y), par, &|x, y| f(*scale, *zp, *lo, *hi, x, y))
         }
