@@ -125,6 +125,12 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 64, (8, 8), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 32, (28, 20), 32, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(2, 32, (13, 11), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // int8 Winograd with tiles in the lanes (VBMI, input channels in pairs below 32): blocks of 4, 2 and 1
+        // tile rows (16, 32 and 64 wide), blocks split between workers, output channel groups of 8, a batch.
+        geom(2, 16, (16, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 2, (16, 32), 24, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 6, (12, 64), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(1, 30, (48, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];
     let mut rng = Rng::new(0x7135);
     for _ in 0..40 {

@@ -133,6 +133,17 @@ pub(crate) fn splits_512() -> bool {
     false
 }
 
+/// Whether this CPU has AVX-512 VBMI (byte permutes across the whole register: Ice Lake, Zen 4 and later;
+/// Cascade Lake's VNNI tier lacks it). Kernels that need it check at plan time, like [`splits_512`].
+pub(crate) fn has_vbmi() -> bool {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    return std::is_x86_feature_detected!("avx512vbmi");
+    #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+    return cfg!(target_feature = "avx512vbmi");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(all(target_arch = "aarch64", feature = "std"))]
 fn detect() -> Isa {
     if std::arch::is_aarch64_feature_detected!("i8mm") && std::arch::is_aarch64_feature_detected!("dotprod") {

@@ -159,6 +159,9 @@ pub struct ConvPack {
     /// `wf` holds Winograd F(2x2, 3x3) weight transforms and the planes are those of the tile grid
     /// (x86 AVX-512 and AVX2 f32, `x86::winograd`).
     pub winograd: bool,
+    /// int8 Winograd F(4x4, 3x3) with tiles in the lanes, read straight from the input (x86 AVX-512 VBMI,
+    /// `x86::winograd_lanes_i8`): no planes, `tiles` counts blocks of 16 tiles.
+    pub tile_lanes: bool,
 }
 
 impl ConvPack {

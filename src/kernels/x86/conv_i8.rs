@@ -16,8 +16,8 @@
 use super::avx2::{self, compress};
 use super::requant::{requant64, ChannelLanes, Epilogue};
 use super::{
-    drive, live, panel_stride, row_shape, set_band, split_scratch, supports, winograd_i8, PlaneCopies, Runs, Shared,
-    ROW_MR,
+    drive, live, panel_stride, row_shape, set_band, split_scratch, supports, winograd_i8, winograd_lanes_i8,
+    PlaneCopies, Runs, Shared, ROW_MR,
 };
 use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel, Planes};
 use crate::kernels::registry::QConv;
@@ -29,6 +29,9 @@ pub const QS8_CONV_VNNI: QConv = QConv {
     supports,
     pack: pack_vnni,
     run: |g, pack, p, x, r, y, s, par| {
+        if pack.tile_lanes {
+            return winograd_lanes_i8::run(g, pack, p, x, r, y, s, par);
+        }
         if pack.winograd {
             return winograd_i8::run(g, pack, p, x, r, y, s, par);
         }
@@ -53,6 +56,9 @@ pub const QS8_CONV_AVX2: QConv = QConv {
 const MR: usize = 8;
 
 fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    if winograd_lanes_i8::suits(g, p.weight) {
+        return winograd_lanes_i8::pack(g, p);
+    }
     if winograd_i8::suits(g, p.weight) {
         return winograd_i8::pack(g, p);
     }

@@ -20,6 +20,7 @@ mod quantize;
 mod requant;
 mod winograd;
 mod winograd_i8;
+mod winograd_lanes_i8;
 
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
 pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};

@@ -11,7 +11,7 @@
 //!
 //! Products and sums wrap in i32, so that yields `576 · acc mod 2³²`; `576 = 2⁶ · 9`, so a multiply by
 //! `9⁻¹ mod 2³²` leaves `64 · acc mod 2³²`, which is `64 · acc` itself when `|acc| < 2²⁵`, and an arithmetic
-//! shift by 6 gives `acc`. [`suits`] checks that bound per output channel (`255 · Σ|w|`) at pack time; layers
+//! shift by 6 gives `acc` ([`at`] drops the powers of two its rows carry, so fewer: [`unscale`]). [`suits`] checks that bound per output channel (`255 · Σ|w|`) at pack time; layers
 //! outside it keep the direct kernel.
 //!
 //! Layout. The input is rewritten once per image as a padded channels-last u8 image (`[h+2][w+2][c]`,
@@ -63,7 +63,7 @@ fn groups_per_task(tiles: usize, tg: usize, c: usize, weight_bytes: usize) -> us
 /// Output channels per task (two vectors).
 const MB: usize = 32;
 /// Transformed positions of a 6x6 input tile.
-const XI: usize = 36;
+pub(super) const XI: usize = 36;
 
 /// Outputs below this many positions keep the direct kernel. Even ResNet-20's 8x8x64 layers gain on Zen 4
 /// (1 thread: 13.9 -> 12.7 µs; its 16x16x32 ones 15.5 -> 12.8 µs).
@@ -79,40 +79,60 @@ const MAX_CHANNEL_PAIRS: usize = 256 * 256;
 const INV9: i32 = 0x38e3_8e39;
 
 /// Layers the Winograd kernel computes exactly and faster: 3x3 stride 1 with "same" padding, channels in
-/// whole vectors, and every output channel's `255 · Σ|w|` below 2²⁵. Outputs need not fill whole 4x4 tiles:
-/// the planes are padded to whole tiles and the stores drop what lies outside.
+/// whole vectors, and every output channel's `255 · Σ|w|` below 2²⁵ ([`exact`]). Outputs need not fill whole
+/// 4x4 tiles: the planes are padded to whole tiles and the stores drop what lies outside.
 pub(super) fn suits(g: &ConvGeom, weight: &[i8]) -> bool {
-    let shape = (g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_t, g.pad_l) == (3, 3, 1, 1, 1, 1, 1, 1);
-    shape
-        && g.groups == 1
-        && (g.h_out, g.w_out) == (g.h_in, g.w_in)
+    same_3x3(g)
         && g.c_in.is_multiple_of(32)
         && g.c_out.is_multiple_of(MB)
         && g.h_out * g.w_out >= MIN_HW
         && g.c_in * g.c_out <= MAX_CHANNEL_PAIRS
-        && weight.len() == g.c_out * g.c_in * 9
+        && exact(g, weight)
+}
+
+/// 3x3 stride 1, no dilation, one group, padding 1 on every side, outputs the size of the inputs.
+pub(super) fn same_3x3(g: &ConvGeom) -> bool {
+    let shape = (g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w, g.pad_t, g.pad_l) == (3, 3, 1, 1, 1, 1, 1, 1);
+    shape && g.groups == 1 && (g.h_out, g.w_out) == (g.h_in, g.w_in)
+}
+
+/// Whether every output channel's `255 · Σ|w|` lies below 2²⁵, the bound under which the transformed sums
+/// are exact (module docs).
+pub(super) fn exact(g: &ConvGeom, weight: &[i8]) -> bool {
+    weight.len() == g.c_out * g.c_in * 9
         && weight.chunks_exact(g.c_in * 9).all(|w| 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
 }
 
 /// `G'` (rows scaled to integers).
 const G: [[i32; 3]; 6] = [[1, 0, 0], [-1, -1, -1], [-1, 1, -1], [1, 2, 4], [1, -2, 4], [0, 0, 1]];
 
-/// The weight transforms, the corrected bias and the channels-last planes.
-pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
-    let (c, m) = (g.c_in, g.c_out);
+/// The weight transforms of `m x c` 3x3 kernels as `[m/block][36][c/2][block][2]` i16: per ξ, input channel
+/// pairs of `block` output channels.
+pub(super) fn transforms(weight: &[i8], c: usize, m: usize, block: usize) -> Vec<i16> {
     let mut u = vec![0i16; m * XI * c];
     for oc in 0..m {
         for ic in 0..c {
-            let k = |a: usize, b: usize| p.weight[(oc * c + ic) * 9 + a * 3 + b] as i32;
-            for (i, gi) in G.iter().enumerate() {
-                for (j, gj) in G.iter().enumerate() {
-                    let v: i32 =
-                        (0..3).flat_map(|a| (0..3).map(move |b| (a, b))).map(|(a, b)| gi[a] * k(a, b) * gj[b]).sum();
-                    u[((oc / MB * XI + i * 6 + j) * (c / 2) + ic / 2) * 2 * MB + oc % MB * 2 + ic % 2] = v as i16;
-                }
+            for (xi, v) in transform(&weight[(oc * c + ic) * 9..][..9]).into_iter().enumerate() {
+                u[((oc / block * XI + xi) * (c / 2) + ic / 2) * 2 * block + oc % block * 2 + ic % 2] = v;
             }
         }
     }
+    u
+}
+
+/// `U = G' g G'ᵀ` of one 3x3 kernel `g` (row-major), at ξ = 6i + j.
+fn transform(g: &[i8]) -> [i16; XI] {
+    let k = |a: usize, b: usize| g[a * 3 + b] as i32;
+    core::array::from_fn(|xi| {
+        let (gi, gj) = (G[xi / 6], G[xi % 6]);
+        (0..3).flat_map(|a| (0..3).map(move |b| (a, b))).map(|(a, b)| gi[a] * k(a, b) * gj[b]).sum::<i32>() as i16
+    })
+}
+
+/// The weight transforms, the corrected bias and the channels-last planes.
+pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    let (c, m) = (g.c_in, g.c_out);
+    let u = transforms(p.weight, c, m, MB);
     let (hg, wg) = (4 * g.h_out.div_ceil(4) + 2, 4 * g.w_out.div_ceil(4) + 2);
     let tiles = g.h_out.div_ceil(4) * g.w_out.div_ceil(4);
     let tg = group_size(tiles);
@@ -334,10 +354,16 @@ fn transpose16(r: &mut [__m128i; 16]) {
     }
 }
 
+/// Entry `i` of each of six vector arrays: a row of a transform's first pass, made of its columns.
+#[inline(always)]
+pub(super) fn nth<const N: usize>(a: &[[__m512i; N]; 6], i: usize) -> [__m512i; 6] {
+    [a[0][i], a[1][i], a[2][i], a[3][i], a[4][i], a[5][i]]
+}
+
 /// `Bᵀ d` for one column of six i16 vectors.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-fn bt(d: [__m512i; 6]) -> [__m512i; 6] {
+pub(super) fn bt(d: [__m512i; 6]) -> [__m512i; 6] {
     let (add, sub) = (_mm512_add_epi16, _mm512_sub_epi16);
     let x4 = |v| _mm512_slli_epi16::<2>(v);
     let x2 = |v| _mm512_slli_epi16::<1>(v);
@@ -374,15 +400,11 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
                 let d = |r: usize, k: usize| {
                     _mm512_cvtepu8_epi16(_mm256_loadu_si256(base.add((r * wg + k) * c) as *const __m256i))
                 };
-                let mut cols = [[_mm512_setzero_si512(); 6]; 6];
-                for k in 0..6 {
-                    let col = bt([d(0, k), d(1, k), d(2, k), d(3, k), d(4, k), d(5, k)]);
-                    for (i, row) in cols.iter_mut().enumerate() {
-                        row[k] = col[i];
-                    }
-                }
-                for (i, row) in cols.iter().enumerate() {
-                    for (j, vij) in bt(*row).iter().enumerate() {
+                // Arrays built whole (zeroed ones cost a memset per tile).
+                let col = |k: usize| bt([d(0, k), d(1, k), d(2, k), d(3, k), d(4, k), d(5, k)]);
+                let cols = [col(0), col(1), col(2), col(3), col(4), col(5)];
+                for i in 0..6 {
+                    for (j, vij) in bt(nth(&cols, i)).iter().enumerate() {
                         _mm512_storeu_si512(v.add(((i * 6 + j) * span + ti) * c + c0) as *mut _, *vij);
                     }
                 }
@@ -425,21 +447,38 @@ unsafe fn products<const TG: usize>(ctx: &Ctx<'_>, w: usize, grp: usize, b: usiz
     }
 }
 
-/// `A'ᵀ m` for one column of six i32 vectors (rows `[6,4,4,1,1,0]`, `[0,4,-4,2,-2,0]`, `[0,4,4,4,4,0]`,
-/// `[0,4,-4,8,-8,24]`), wrapping.
+/// `A'ᵀ m` for one column of six i32 vectors, wrapping, each row divided by the power of two it carries
+/// ([`AT_SHIFT`]): rows `[6,4,4,1,1,0]`, `[0,4,-4,2,-2,0]`/2, `[0,4,4,4,4,0]`/4, `[0,4,-4,8,-8,24]`/4.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn at(m: [__m512i; 6]) -> [__m512i; 4] {
-    let (add, sub) = (_mm512_add_epi32, _mm512_sub_epi32);
-    let (x2, x4, x8) = (_mm512_slli_epi32::<1>, _mm512_slli_epi32::<2>, _mm512_slli_epi32::<3>);
+pub(super) fn at(m: [__m512i; 6]) -> [__m512i; 4] {
+    let (add, sub, x2) = (_mm512_add_epi32, _mm512_sub_epi32, _mm512_slli_epi32::<1>);
     let (s12, d12, s34, d34) = (add(m[1], m[2]), sub(m[1], m[2]), add(m[3], m[4]), sub(m[3], m[4]));
-    let m5x8 = x8(m[5]);
     [
-        add(add(x4(m[0]), x2(m[0])), add(x4(s12), s34)),
-        add(x4(d12), x2(d34)),
-        x4(add(s12, s34)),
-        add(add(x4(d12), x8(d34)), add(x2(m5x8), m5x8)),
+        add(x2(add(x2(add(m[0], s12)), m[0])), s34),
+        add(x2(d12), d34),
+        add(s12, s34),
+        add(d12, x2(add(d34, add(x2(m[5]), m[5])))),
     ]
+}
+
+/// The power of two (log2) [`at`] drops from each output row.
+pub(super) const AT_SHIFT: [u32; 4] = [0, 1, 2, 2];
+
+/// `acc` from output `(i, j)` of `A'ᵀ M A'` as [`at`] leaves it, `576 · acc / 2^(AT_SHIFT[i] + AT_SHIFT[j])`
+/// modulo 2³²: times `9⁻¹` that is `2^(6 - AT_SHIFT[i] - AT_SHIFT[j]) · acc` (mod 2³²), exact in i32 while
+/// |acc| < 2²⁵, and an arithmetic shift leaves `acc`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub(super) fn unscale(y: __m512i, i: usize, j: usize) -> __m512i {
+    let v = _mm512_mullo_epi32(y, _mm512_set1_epi32(INV9));
+    match 6 - AT_SHIFT[i] - AT_SHIFT[j] {
+        6 => _mm512_srai_epi32::<6>(v),
+        5 => _mm512_srai_epi32::<5>(v),
+        4 => _mm512_srai_epi32::<4>(v),
+        3 => _mm512_srai_epi32::<3>(v),
+        _ => _mm512_srai_epi32::<2>(v),
+    }
 }
 
 /// `Y = A'ᵀ M A' / 576` (exact, module docs), then bias, the epilogue and the stores, for the tiles of
@@ -467,13 +506,8 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, grp: usize, b: usize) {
         for v in 0..2 {
             // SAFETY: M holds 36 · tg · MB entries.
             let mm = |xi: usize| unsafe { _mm512_loadu_si512(m.add((xi * tg + ti) * MB + 16 * v) as *const _) };
-            let mut cols = [[_mm512_setzero_si512(); 6]; 4];
-            for k in 0..6 {
-                let col = at([mm(k), mm(6 + k), mm(12 + k), mm(18 + k), mm(24 + k), mm(30 + k)]);
-                for (i, row) in cols.iter_mut().enumerate() {
-                    row[k] = col[i];
-                }
-            }
+            let col = |k: usize| at([mm(k), mm(6 + k), mm(12 + k), mm(18 + k), mm(24 + k), mm(30 + k)]);
+            let cols = [col(0), col(1), col(2), col(3), col(4), col(5)];
             let ch = oc0 + 16 * v;
             // The residual's 4x4 bytes per channel, turned into one vector of 16 channels per position.
             let res = ctx.res.map(|r| {
@@ -500,12 +534,10 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, grp: usize, b: usize) {
                 g
             });
             let mut bytes = [_mm_setzero_si128(); 16];
-            for (i, row) in cols.iter().enumerate() {
-                for (j, y576) in at(*row).iter().enumerate() {
-                    // 576·acc · 9⁻¹ = 64·acc (mod 2³²), exact in i32 while |acc| < 2²⁵.
-                    let acc = _mm512_srai_epi32::<6>(_mm512_mullo_epi32(*y576, _mm512_set1_epi32(INV9)));
+            for i in 0..4 {
+                for (j, y) in at(nth(&cols, i)).into_iter().enumerate() {
                     let r = res.as_ref().map(|g| _mm512_cvtepi8_epi32(g[i * 4 + j]));
-                    bytes[i * 4 + j] = lanes[v].apply(&epi, _mm512_add_epi32(acc, bias[v]), r);
+                    bytes[i * 4 + j] = lanes[v].apply(&epi, _mm512_add_epi32(unscale(y, i, j), bias[v]), r);
                 }
             }
             transpose16(&mut bytes);
