@@ -232,16 +232,18 @@ pub(super) fn run(
 /// AVX-512 F/BW/VBMI available; `ctx.x` is the current image; `b` < blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
 unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, b: usize) {
-    let (v, _) = ctx.panel(w);
+    let (v, m) = ctx.panel(w);
     let pairs = ctx.c / 2;
     let row0 = (4 * b * tile_rows(ctx.w)) as isize - 1;
     let flip = _mm512_set1_epi8(-128);
     let pad = _mm512_set1_epi8(ctx.p.x_zero_point as i8 ^ -128);
     // SAFETY: the tables are 64 bytes.
     let gather = ctx.t.gather.map(|g| unsafe { _mm512_loadu_si512(g.as_ptr() as *const _) });
+    // The rows' transforms t[r][j] go through M's space (free until the products): kept in an array they
+    // cost a memset per pair, or an outlined closure taking its vectors through memory.
+    let t = m as *mut __m512i;
     for cp in 0..pairs {
-        // The rows' transforms t[r][j] (arrays built whole: zeroed ones cost a memset per pair).
-        let row = |r: usize| {
+        for r in 0..6 {
             // SAFETY: channels 2cp, 2cp + 1 < c of the current image.
             let (z0, z1) =
                 unsafe { (ctx.rows(ctx.x, 2 * cp, row0 + r as isize), ctx.rows(ctx.x, 2 * cp + 1, row0 + r as isize)) };
@@ -257,12 +259,15 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, b: usize) {
                 };
                 _mm512_cvtepu8_epi16(half)
             };
-            bt([d(0), d(1), d(2), d(3), d(4), d(5)])
-        };
-        let t = [row(0), row(1), row(2), row(3), row(4), row(5)];
+            for (j, trj) in bt([d(0), d(1), d(2), d(3), d(4), d(5)]).into_iter().enumerate() {
+                // SAFETY: M holds 36 · OB · 16 dwords, more than 36 vectors.
+                unsafe { t.add(r * 6 + j).write_unaligned(trj) };
+            }
+        }
         for j in 0..6 {
-            let col = bt(nth(&t, j));
-            for (i, vij) in col.iter().enumerate() {
+            // SAFETY: written above.
+            let tr = |r: usize| unsafe { t.add(r * 6 + j).read_unaligned() };
+            for (i, vij) in bt([tr(0), tr(1), tr(2), tr(3), tr(4), tr(5)]).iter().enumerate() {
                 // SAFETY: V holds 36 · c/2 · 16 dwords.
                 unsafe { _mm512_storeu_si512(v.add(((i * 6 + j) * pairs + cp) * LANES) as *mut _, *vij) };
             }
