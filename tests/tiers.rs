@@ -131,6 +131,12 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 2, (16, 32), 24, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 6, (12, 64), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 30, (48, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // int8 3x3 stride 2 with positions in the lanes (VBMI, outputs 8 or 16 wide): ResNet-20's two layers,
+        // a vector of two output rows (8 wide), input channels past one group of 4, a batch.
+        geom(1, 16, (32, 32), 32, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+        geom(1, 32, (16, 16), 64, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+        geom(2, 8, (8, 16), 16, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
+        geom(1, 4, (16, 32), 48, (3, 3), (2, 2), 1, (1, 1, 0, 0)),
     ];
     let mut rng = Rng::new(0x7135);
     for _ in 0..40 {

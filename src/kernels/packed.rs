@@ -159,9 +159,21 @@ pub struct ConvPack {
     /// `wf` holds Winograd F(2x2, 3x3) weight transforms and the planes are those of the tile grid
     /// (x86 AVX-512 and AVX2 f32, `x86::winograd`).
     pub winograd: bool,
-    /// int8 Winograd F(4x4, 3x3) with tiles in the lanes, read straight from the input (x86 AVX-512 VBMI,
-    /// `x86::winograd_lanes_i8`): no planes, `tiles` counts blocks of 16 tiles.
-    pub tile_lanes: bool,
+    /// Set for the x86 int8 kernels that read the planar input in place with byte permutes (AVX-512 VBMI):
+    /// no planes, `tiles` counts their blocks of 16 lanes.
+    pub in_place: InPlace,
+}
+
+/// Which kernel reads the input in place ([`ConvPack::in_place`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InPlace {
+    /// None: the kernel reads planes.
+    #[default]
+    No,
+    /// Winograd F(4x4, 3x3) with 16 tiles in the lanes (`x86::winograd_lanes_i8`).
+    Winograd,
+    /// 3x3 stride 2 with 16 output positions in the lanes (`x86::stride2_i8`).
+    Stride2,
 }
 
 impl ConvPack {

@@ -14,12 +14,12 @@
 //!   ([`avx2`]): the real lanes are compressed to the front, requantized in i64 lanes and stored.
 
 use super::avx2::{self, compress};
-use super::requant::{requant64, ChannelLanes, Epilogue};
+use super::requant::{ChannelLanes, Epilogue};
 use super::{
-    drive, live, panel_stride, row_shape, set_band, split_scratch, supports, winograd_i8, winograd_lanes_i8,
-    PlaneCopies, Runs, Shared, ROW_MR,
+    drive, live, panel_stride, row_shape, set_band, split_scratch, stride2_i8, supports, winograd_i8,
+    winograd_lanes_i8, PlaneCopies, Runs, Shared, ROW_MR,
 };
-use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, Parallel, Planes};
+use crate::kernels::packed::{fill_planes, fill_planes_with, ConvPack, InPlace, Parallel, Planes};
 use crate::kernels::registry::QConv;
 use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::x86_64::*;
@@ -29,8 +29,10 @@ pub const QS8_CONV_VNNI: QConv = QConv {
     supports,
     pack: pack_vnni,
     run: |g, pack, p, x, r, y, s, par| {
-        if pack.tile_lanes {
-            return winograd_lanes_i8::run(g, pack, p, x, r, y, s, par);
+        match pack.in_place {
+            InPlace::Winograd => return winograd_lanes_i8::run(g, pack, p, x, r, y, s, par),
+            InPlace::Stride2 => return stride2_i8::run(g, pack, p, x, r, y, s, par),
+            InPlace::No => {}
         }
         if pack.winograd {
             return winograd_i8::run(g, pack, p, x, r, y, s, par);
@@ -56,6 +58,9 @@ pub const QS8_CONV_AVX2: QConv = QConv {
 const MR: usize = 8;
 
 fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    if stride2_i8::suits(g) {
+        return stride2_i8::pack(g, p);
+    }
     if winograd_lanes_i8::suits(g, p.weight) {
         return winograd_lanes_i8::pack(g, p);
     }
@@ -332,13 +337,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
             let acc = if mask == u16::MAX { acc } else { _mm512_maskz_compress_epi32(mask, acc) };
             // SAFETY: the `keep` lanes from `at` are this channel's outputs (masked lanes never fault).
             let res = c.res.map(|res| unsafe { _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(keep, res.get().add(at))) });
-            let out = match &hi32 {
-                Some(h) => epi.i32(h, acc, res),
-                None => {
-                    let (e, o) = requant64(acc, m, s);
-                    epi.i64(e, o, res)
-                }
-            };
+            let out = epi.channel(hi32.as_ref(), (m, s), acc, res);
             // SAFETY: as above.
             unsafe { _mm_mask_storeu_epi8(c.y.get().add(at), keep, out) };
         }

@@ -18,6 +18,7 @@ mod fill;
 mod pool;
 mod quantize;
 mod requant;
+mod stride2_i8;
 mod winograd;
 mod winograd_i8;
 mod winograd_lanes_i8;

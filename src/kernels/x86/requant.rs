@@ -185,6 +185,26 @@ impl Epilogue {
         _mm512_cvtsepi32_epi8(v)
     }
 
+    /// The output bytes of 16 accumulators of one channel, pair `(m, s)` (positions in the lanes): the i32
+    /// form with `h` from [`Self::hi_shift`] where it serves, else the general one.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn channel(
+        &self,
+        h: Option<&HiShift>,
+        (m, s): (i32, i32),
+        acc: __m512i,
+        res: Option<__m512i>,
+    ) -> __m128i {
+        match h {
+            Some(h) => self.i32(h, acc, res),
+            None => {
+                let (e, o) = requant64(acc, m, s);
+                self.i64(e, o, res)
+            }
+        }
+    }
+
     /// The general form, from the requantized even and odd lanes in i64 ([`requant64`]): the 16 output bytes.
     #[inline]
     #[target_feature(enable = "avx512f")]

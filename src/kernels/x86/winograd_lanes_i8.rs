@@ -13,10 +13,10 @@
 //!   scalars, and one `vpermb` per output row turns the four columns' bytes into whole row stores (the
 //!   residual likewise into four column vectors): no 16x16 transposes.
 
-use super::requant::{requant64, Epilogue};
+use super::requant::Epilogue;
 use super::winograd_i8::{at, bt, exact, nth, same_3x3, transforms, unscale, XI};
 use super::{panel_stride, Shared};
-use crate::kernels::packed::{share, ConvPack, Parallel};
+use crate::kernels::packed::{share, ConvPack, InPlace, Parallel};
 use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::x86_64::*;
 use std::prelude::v1::*;
@@ -62,7 +62,7 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
         panel_bytes: XI * pairs * LANES * 4 + XI * OB * LANES * 4,
         elem: 1,
         winograd: true,
-        tile_lanes: true,
+        in_place: InPlace::Winograd,
         ..ConvPack::default()
     }
 }
@@ -337,13 +337,7 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
             for (j, y576) in at(nth(&cols, i)).into_iter().enumerate() {
                 let acc = _mm512_add_epi32(unscale(y576, i, j), bias);
                 let r = res.map(|r| _mm512_cvtepi8_epi32(lane128(r, j)));
-                let out = match &hi32 {
-                    Some(hs) => epi.i32(hs, acc, r),
-                    None => {
-                        let (e, o) = requant64(acc, mq, s);
-                        epi.i64(e, o, r)
-                    }
-                };
+                let out = epi.channel(hi32.as_ref(), (mq, s), acc, r);
                 bytes = insert128(bytes, out, j);
             }
             let rows = _mm512_permutexvar_epi8(to_rows, bytes);
