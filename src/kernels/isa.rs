@@ -135,13 +135,12 @@ pub(crate) fn splits_512() -> bool {
 
 /// Whether this CPU has AVX-512 VBMI (byte permutes across the whole register: Ice Lake, Zen 4 and later;
 /// Cascade Lake's VNNI tier lacks it). Kernels that need it check at plan time, like [`splits_512`].
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn has_vbmi() -> bool {
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    #[cfg(feature = "std")]
     return std::is_x86_feature_detected!("avx512vbmi");
-    #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+    #[cfg(not(feature = "std"))]
     return cfg!(target_feature = "avx512vbmi");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 #[cfg(all(target_arch = "aarch64", feature = "std"))]
