@@ -26,7 +26,7 @@ const LANES: usize = 16;
 /// Output channels per products pass.
 const OB: usize = 8;
 
-/// Layers this kernel takes: [`super::winograd_i8`]'s exact 3x3 "same" layers with fewer than 32 input
+/// Layers this kernel takes: [`super::winograd_i8`]'s exact 3x3 "same" layers with at most 32 input
 /// channels (in pairs), output channels in eights, and outputs 16, 32 or 64 wide whose height is whole
 /// blocks. Needs VBMI.
 pub(super) fn suits(g: &ConvGeom, weight: &[i8]) -> bool {
