@@ -61,7 +61,7 @@ fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     if stride2_i8::suits(g) {
         return stride2_i8::pack(g, p);
     }
-    if winograd_lanes_i8::suits(g, p.weight) {
+    if winograd_lanes_i8::suits(g, p) {
         return winograd_lanes_i8::pack(g, p);
     }
     if winograd_i8::suits(g, p.weight) {

@@ -103,6 +103,17 @@ pub(super) fn exact(g: &ConvGeom, weight: &[i8]) -> bool {
         && weight.chunks_exact(g.c_in * 9).all(|w| 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
 }
 
+/// [`exact`] with the bias inside the bound: every output channel's `|bias| + 255 · Σ|w|` below 2²⁵, so the
+/// transformed sums stay exact with the bias added before the output transform.
+pub(super) fn exact_with_bias(g: &ConvGeom, weight: &[i8], bias: &[i32]) -> bool {
+    weight.len() == g.c_out * g.c_in * 9
+        && bias.len() == g.c_out
+        && weight
+            .chunks_exact(g.c_in * 9)
+            .zip(bias)
+            .all(|(w, &b)| (b as i64).abs() + 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
+}
+
 /// `G'` (rows scaled to integers).
 const G: [[i32; 3]; 6] = [[1, 0, 0], [-1, -1, -1], [-1, 1, -1], [1, 2, 4], [1, -2, 4], [0, 0, 1]];
 

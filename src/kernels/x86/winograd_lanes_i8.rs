@@ -14,7 +14,7 @@
 //!   residual likewise into four column vectors): no 16x16 transposes.
 
 use super::requant::Epilogue;
-use super::winograd_i8::{at, bt, exact, nth, same_3x3, transforms, unscale, XI};
+use super::winograd_i8::{at, bt, exact_with_bias, nth, same_3x3, transforms, unscale, XI};
 use super::{panel_stride, Shared};
 use crate::kernels::packed::{share, ConvPack, InPlace, Parallel};
 use crate::kernels::{ConvGeom, QConvParams};
@@ -28,15 +28,15 @@ const OB: usize = 8;
 
 /// Layers this kernel takes: [`super::winograd_i8`]'s exact 3x3 "same" layers with at most 32 input
 /// channels (in pairs), output channels in eights, and outputs 16, 32 or 64 wide whose height is whole
-/// blocks. Needs VBMI.
-pub(super) fn suits(g: &ConvGeom, weight: &[i8]) -> bool {
+/// blocks; the bound of exactness includes the bias, which enters before the output transform. Needs VBMI.
+pub(super) fn suits(g: &ConvGeom, p: &QConvParams<'_>) -> bool {
     same_3x3(g)
         && matches!(g.w_out, 16 | 32 | 64)
         && g.h_out.is_multiple_of(4 * tile_rows(g.w_out))
         && g.c_in.is_multiple_of(2)
         && g.c_in <= 32
         && g.c_out.is_multiple_of(OB)
-        && exact(g, weight)
+        && exact_with_bias(g, p.weight, p.bias)
         && crate::kernels::isa::has_vbmi()
 }
 
@@ -73,7 +73,8 @@ struct Tables {
     /// into the two taps' 16 tiles x 2 channels, and the bytes that fall on padding columns.
     gather: [[u8; 64]; 3],
     pad_cols: [u64; 3],
-    /// `vpermb` indices from four column vectors (16 tiles each) to the block's output rows, and back.
+    /// `vpermb` indices from four column vectors (16 tiles each, as `Epilogue::narrow` packs them) to the
+    /// block's output rows, and from the rows to the four columns.
     to_rows: [u8; 64],
     to_cols: [u8; 64],
 }
@@ -98,10 +99,12 @@ const fn tables(w: usize) -> Tables {
             }
             p += 1;
         }
-        // Byte b of the column vectors: column b / 16, lane b % 16.
-        let (ty, tx) = (b % 16 / tx_n, b % 16 % tx_n);
-        let row_byte = ty * w + 4 * tx + b / 16;
-        t.to_rows[row_byte] = b as u8;
+        // Byte b of the column vectors: column j = b / 16, lane l = b % 16; in `Epilogue::narrow`'s order
+        // that byte lies at 16 (l / 4) + 4 j + l % 4.
+        let (j, l) = (b / 16, b % 16);
+        let (ty, tx) = (l / tx_n, l % tx_n);
+        let row_byte = ty * w + 4 * tx + j;
+        t.to_rows[row_byte] = (16 * (l / 4) + 4 * j + l % 4) as u8;
         t.to_cols[b] = row_byte as u8;
         b += 1;
     }
@@ -286,8 +289,15 @@ unsafe fn products(ctx: &Ctx<'_>, w: usize, ob: usize) {
     // SAFETY: the weight block holds 36 · c/2 · OB dwords; V and M are the worker's.
     unsafe {
         let u = (ctx.pack.wq16.as_ptr() as *const i32).add(ob * XI * pairs * OB);
+        // The bias enters at ξ = (1, 1): column 1 of `A'ᵀ` is 4 in every row, so `A'ᵀ (36 b e₁e₁ᵀ) A'` is
+        // `576 b` at every output (as `at` scales it), and unscaling leaves `acc + b` (`suits` bounds it).
+        let bias = ctx.pack.bq[ob * OB..][..OB].iter().map(|&b| _mm512_set1_epi32(b.wrapping_mul(36)));
+        let mut bias_acc = [_mm512_setzero_si512(); OB];
+        for (a, b) in bias_acc.iter_mut().zip(bias) {
+            *a = b;
+        }
         for xi in 0..XI {
-            let mut acc = [_mm512_setzero_si512(); OB];
+            let mut acc = if xi == 7 { bias_acc } else { [_mm512_setzero_si512(); OB] };
             for cp in 0..pairs {
                 let x = _mm512_loadu_si512(v.add((xi * pairs + cp) * LANES) as *const _);
                 let ux = u.add((xi * pairs + cp) * OB);
@@ -302,7 +312,7 @@ unsafe fn products(ctx: &Ctx<'_>, w: usize, ob: usize) {
     }
 }
 
-/// `Y = A'ᵀ M A' / 576` (exact), bias, the epilogue and the row stores for output channels `OB·ob ..` of
+/// `Y = A'ᵀ M A' / 576` (exact, bias included), the epilogue and the row stores for output channels `OB·ob ..` of
 /// block `b`.
 ///
 /// # Safety
@@ -326,21 +336,18 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
         let cols = [col(0), col(1), col(2), col(3), col(4), col(5)];
         let (mq, s) = rq.channel(oc);
         let hi32 = epi.hi_shift(mq, s);
-        let bias = _mm512_set1_epi32(ctx.pack.bq[oc]);
         for i in 0..4 {
             // The residual's four columns of 16 tiles, from its rows.
             // SAFETY: the residual has the output's shape; the rows lie inside it (whole blocks).
             let res = ctx
                 .res
                 .map(|r| unsafe { _mm512_permutexvar_epi8(to_cols, ctx.rows(r.get(), oc, (row0 + i) as isize)) });
-            let mut bytes = _mm512_setzero_si512();
-            for (j, y576) in at(nth(&cols, i)).into_iter().enumerate() {
-                let acc = _mm512_add_epi32(unscale(y576, i, j), bias);
+            let y = at(nth(&cols, i));
+            let pre = |j: usize| {
                 let r = res.map(|r| _mm512_cvtepi8_epi32(lane128(r, j)));
-                let out = epi.channel(hi32.as_ref(), (mq, s), acc, r);
-                bytes = insert128(bytes, out, j);
-            }
-            let rows = _mm512_permutexvar_epi8(to_rows, bytes);
+                epi.pre(hi32.as_ref(), (mq, s), unscale(y[j], i, j), r)
+            };
+            let rows = _mm512_permutexvar_epi8(to_rows, epi.narrow([pre(0), pre(1), pre(2), pre(3)]));
             let at = ctx.y.get().wrapping_add((oc * h + row0 + i) * wd);
             // SAFETY: rows row0 + i + 4t of channel oc, inside the output (whole blocks).
             unsafe {
@@ -371,17 +378,5 @@ fn lane128(v: __m512i, j: usize) -> __m128i {
         1 => _mm512_extracti32x4_epi32::<1>(v),
         2 => _mm512_extracti32x4_epi32::<2>(v),
         _ => _mm512_extracti32x4_epi32::<3>(v),
-    }
-}
-
-/// `v` with 128-bit lane `j` replaced by `x`.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn insert128(v: __m512i, x: __m128i, j: usize) -> __m512i {
-    match j {
-        0 => _mm512_inserti32x4::<0>(v, x),
-        1 => _mm512_inserti32x4::<1>(v, x),
-        2 => _mm512_inserti32x4::<2>(v, x),
-        _ => _mm512_inserti32x4::<3>(v, x),
     }
 }
