@@ -151,6 +151,9 @@ pub struct ConvPack {
     /// int8 weights widened to i16, `[m/mr][kp/2][mr][2]` (AVX2 `vpmaddwd`).
     pub wq16: Vec<i16>,
     pub bq: Vec<i32>,
+    /// The fused residual's requantization as one i32 line, where [`crate::quant::ResidualLine::fit`] finds
+    /// one (x86 AVX-512 int8 kernels).
+    pub residual_line: Option<crate::quant::ResidualLine>,
     /// Scratch bytes each worker needs besides the planes (its packed input tile; AArch64: its im2col
     /// rows, panel and padded row).
     pub panel_bytes: usize,

@@ -58,6 +58,12 @@ pub const QS8_CONV_AVX2: QConv = QConv {
 const MR: usize = 8;
 
 fn pack_vnni(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
+    let residual_line = p.residual.and_then(|r| crate::quant::ResidualLine::fit(r.zero_point, r.multiplier, r.shift));
+    ConvPack { residual_line, ..pack_vnni_weights(g, p) }
+}
+
+/// The kernel's choice of layout and its packed weights.
+fn pack_vnni_weights(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
     if stride2_i8::suits(g) {
         return stride2_i8::pack(g, p);
     }
@@ -316,7 +322,7 @@ unsafe fn block_vnni<const IN_PLACE: bool>(c: &Ctx<'_>, w: usize, t: usize, blk:
         }
     }
     let rq = &c.p.requant;
-    let epi = Epilogue::new(rq, c.p.residual);
+    let epi = Epilogue::new(rq, c.p.residual, p.residual_line);
     // Each half's real lanes (a mask over the grid positions), how many there are, and the first one's index.
     let chunks = [0, 1].map(|v| {
         let ch = p.chunks[t * 2 + v];
@@ -389,7 +395,7 @@ unsafe fn rows_vnni<const W: usize, const S: usize>(c: &Ctx<'_>, w: usize, t: us
             }
         }
     }
-    let epi = Epilogue::new(&c.p.requant, c.p.residual);
+    let epi = Epilogue::new(&c.p.requant, c.p.residual, p.residual_line);
     let lanes = [0, 1].map(|v| ChannelLanes::new(&epi, &c.p.requant, oc0 + 16 * v, live(v)));
     // Lane l is channel oc0 + 16v + l: hw bytes apart in the output.
     let stride = _mm512_mullo_epi32(

@@ -2,12 +2,15 @@
 //!
 //! - [`requant64`] is the general form, in 64-bit lanes: two half-width results per 16 accumulators, each
 //!   saturated ([`sat32`]) before it is added to anything.
-//! - [`HiShift`] and [`SmallInput`] keep all 16 lanes in i32 for the parameters real nets have (the
-//!   convolution's shift ≥ 33, a residual's in [17, 47]): about half the instructions of the 64-bit form,
-//!   which on short reductions (K = 144) is a third of a convolution's time. The identities they rest on:
-//!   `floor((P + 2^32 R) / 2^32) = floor(P / 2^32) + R` and `floor(floor(X / 2^a) / 2^b) = floor(X / 2^(a+b))`.
+//! - [`HiShift`] keeps all 16 lanes in i32 for the convolution's parameters real nets have (shift ≥ 33):
+//!   about half the instructions of the 64-bit form, which on short reductions (K = 144) is a third of a
+//!   convolution's time. The identities it rests on: `floor((P + 2^32 R) / 2^32) = floor(P / 2^32) + R` and
+//!   `floor(floor(X / 2^a) / 2^b) = floor(X / 2^(a+b))`.
+//! - A residual's term takes 256 values, one per int8 input: the pack fits them with one i32 line
+//!   ([`ResidualLine`], checked on all 256), three instructions per 16 lanes.
 
 use crate::kernels::{Requant, ResidualRequant};
+use crate::quant::ResidualLine;
 use core::arch::x86_64::*;
 
 /// `(acc · m + 2^(s-1)) >> s` on the even and the odd i32 lanes of `acc`, as i64 lanes (spec 3.1).
@@ -78,39 +81,26 @@ impl HiShift {
     }
 }
 
-/// `requantize(q - zp, m, s)` for int8 inputs `q` and shifts in [17, 47], in i32: with `m = 2^16 mh + ml`,
-/// `A = (q - zp) mh + 2^(s-17)` and `B = (q - zp) ml` stay below 2^31, and the result is
-/// `(A + (B >> 16)) >> (s - 16)`, within ±2^23 (so no clamp acts).
+/// [`ResidualLine`] in i32 lanes.
 #[derive(Clone, Copy)]
-pub(super) struct SmallInput {
-    zp: __m512i,
-    mh: __m512i,
-    ml: __m512i,
-    rnd: __m512i,
+struct Line {
+    mul: __m512i,
+    add: __m512i,
     shift: __m128i,
 }
 
-impl SmallInput {
+impl Line {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn new(r: &ResidualRequant) -> Option<Self> {
-        (17..=47).contains(&r.shift).then(|| Self {
-            zp: _mm512_set1_epi32(r.zero_point),
-            mh: _mm512_set1_epi32(r.multiplier >> 16),
-            ml: _mm512_set1_epi32(r.multiplier & 0xffff),
-            rnd: _mm512_set1_epi32(1 << (r.shift - 17)),
-            shift: _mm_cvtsi32_si128(r.shift - 16),
-        })
+    fn new(l: &ResidualLine) -> Self {
+        Self { mul: _mm512_set1_epi32(l.mul), add: _mm512_set1_epi32(l.add), shift: _mm_cvtsi32_si128(l.shift as i32) }
     }
 
     /// `q`: int8 values in i32 lanes.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn apply(&self, q: __m512i) -> __m512i {
-        let d = _mm512_sub_epi32(q, self.zp);
-        let a = _mm512_add_epi32(_mm512_mullo_epi32(d, self.mh), self.rnd);
-        let b = _mm512_srai_epi32::<16>(_mm512_mullo_epi32(d, self.ml));
-        _mm512_sra_epi32(_mm512_add_epi32(a, b), self.shift)
+    fn apply(&self, q: __m512i) -> __m512i {
+        _mm512_sra_epi32(_mm512_add_epi32(_mm512_mullo_epi32(q, self.mul), self.add), self.shift)
     }
 }
 
@@ -126,8 +116,8 @@ pub(super) struct Epilogue {
     zp16: __m512i,
     lo8: __m512i,
     hi8: __m512i,
-    /// The residual's pair in i32 form; `None` when it is out of [`SmallInput`]'s range (or absent).
-    small: Option<SmallInput>,
+    /// The residual's requantization in i32 form: its line, where the pack found one.
+    line: Option<Line>,
     residual: Option<ResidualRequant>,
     /// Whether `lo` / `hi` bind inside i8 (a ReLU's zero point, a narrower range).
     clamp_lo: bool,
@@ -137,15 +127,15 @@ pub(super) struct Epilogue {
 impl Epilogue {
     #[inline]
     #[target_feature(enable = "avx512f")]
-    pub(super) fn new(rq: &Requant<'_>, residual: Option<ResidualRequant>) -> Self {
+    pub(super) fn new(rq: &Requant<'_>, residual: Option<ResidualRequant>, line: Option<ResidualLine>) -> Self {
         Self {
+            line: line.filter(|_| residual.is_some()).map(|l| Line::new(&l)),
             zp: _mm512_set1_epi32(rq.zero_point),
             lo: _mm512_set1_epi32(rq.lo),
             hi: _mm512_set1_epi32(rq.hi),
             zp16: _mm512_set1_epi16(rq.zero_point as i16),
             lo8: _mm512_set1_epi8(rq.lo as i8),
             hi8: _mm512_set1_epi8(rq.hi as i8),
-            small: residual.and_then(|r| SmallInput::new(&r)),
             residual,
             clamp_lo: rq.lo > i8::MIN as i32,
             clamp_hi: rq.hi < i8::MAX as i32,
@@ -153,7 +143,7 @@ impl Epilogue {
     }
 
     /// The i32 form's requantization for one pair `(m, s)` on all lanes, or `None` where only the general
-    /// form serves: the shift is out of [`HiShift`]'s range, or the residual's out of [`SmallInput`]'s.
+    /// form serves: the shift is out of [`HiShift`]'s range, or the residual has no line.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn hi_shift(&self, m: i32, s: i32) -> Option<HiShift> {
@@ -169,7 +159,7 @@ impl Epilogue {
 
     /// Whether the i32 form serves this node's residual (always, without one).
     fn i32_ready(&self) -> bool {
-        self.residual.is_none() || self.small.is_some()
+        self.residual.is_none() || self.line.is_some()
     }
 
     /// The i32 form, with `h` from [`Self::hi_shift`] or [`Self::hi_shift_lanes`]: the 16 output bytes.
@@ -177,11 +167,11 @@ impl Epilogue {
     #[target_feature(enable = "avx512f")]
     pub(super) fn i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m128i {
         let mut v = h.apply(acc);
-        if let (Some(res), Some(sm)) = (res, &self.small) {
-            v = _mm512_add_epi32(v, sm.apply(res));
+        if let (Some(res), Some(l)) = (res, &self.line) {
+            v = _mm512_add_epi32(v, l.apply(res));
         }
         // The narrowing saturates to [-128, 127], so a bound at either end needs no instruction of its own
-        // (|v + zp| < 2^30: HiShift and SmallInput bound the terms).
+        // (|v + zp| < 2^30: HiShift and the residual line bound the terms).
         v = _mm512_add_epi32(v, self.zp);
         if self.clamp_lo {
             v = _mm512_max_epi32(v, self.lo);
@@ -221,8 +211,8 @@ impl Epilogue {
         match h {
             Some(h) => {
                 let v = h.apply(acc);
-                match (res, &self.small) {
-                    (Some(res), Some(sm)) => _mm512_add_epi32(v, sm.apply(res)),
+                match (res, &self.line) {
+                    (Some(res), Some(l)) => _mm512_add_epi32(v, l.apply(res)),
                     _ => v,
                 }
             }

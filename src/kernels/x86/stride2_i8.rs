@@ -219,7 +219,7 @@ unsafe fn vector(ctx: &Ctx<'_>, v: usize, ob: usize) {
         }
     }
     let rq = &ctx.p.requant;
-    let epi = Epilogue::new(rq, ctx.p.residual);
+    let epi = Epilogue::new(rq, ctx.p.residual, ctx.pack.residual_line);
     for (o, a) in acc.into_iter().enumerate() {
         let oc = ob * OB + o;
         let at = oc * ctx.hw_out + v * LANES;

@@ -503,7 +503,7 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, t: usize, grp: usize, b: usize) {
     let (hw, wo, tx_n) = (ctx.h * ctx.w, ctx.w, ctx.tiles_x());
     let oc0 = b * MB;
     let rq = &ctx.p.requant;
-    let epi = Epilogue::new(rq, ctx.p.residual);
+    let epi = Epilogue::new(rq, ctx.p.residual, ctx.pack.residual_line);
     let lanes = [0, 1].map(|v| ChannelLanes::new(&epi, rq, oc0 + 16 * v, u16::MAX));
     // SAFETY: the bias has m entries, a multiple of MB (suits).
     let bias = [0, 1].map(|v| unsafe { _mm512_loadu_si512(ctx.pack.bq.as_ptr().add(oc0 + 16 * v) as *const _) });

@@ -322,7 +322,7 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
     let (_, m) = ctx.panel(w);
     let (h, wd) = (ctx.h, ctx.w);
     let rq = &ctx.p.requant;
-    let epi = Epilogue::new(rq, ctx.p.residual);
+    let epi = Epilogue::new(rq, ctx.p.residual, ctx.pack.residual_line);
     // SAFETY: the tables are 64 bytes.
     let (to_rows, to_cols) = unsafe {
         (_mm512_loadu_si512(ctx.t.to_rows.as_ptr() as *const _), _mm512_loadu_si512(ctx.t.to_cols.as_ptr() as *const _))
