@@ -119,10 +119,12 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 3, (32, 32), 16, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(2, 5, (3, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // int8 Winograd (VNNI, channels in 32s), each worker filling the rows of its own tile groups: two
-        // groups of 8 (ResNet-20's 16x16), one group of two channel blocks (its 8x8), five groups of 7 split
+        // groups of 8 (ResNet-20's 16x16), one group of two and of three channel blocks (8x8: whole-plane
+        // stores, one with a batch), five groups of 7 split
         // unevenly over 2 and 3 workers, partial tiles and a batch.
         geom(1, 32, (16, 16), 32, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 64, (8, 8), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        geom(2, 32, (8, 8), 96, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 32, (28, 20), 32, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(2, 32, (13, 11), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // int8 Winograd with tiles in the lanes (VBMI, input channels in pairs below 32): blocks of 4, 2 and 1

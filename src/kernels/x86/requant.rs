@@ -162,17 +162,24 @@ impl Epilogue {
         self.residual.is_none() || self.line.is_some()
     }
 
+    /// The i32 form before the output stage, with `h` from [`Self::hi_shift`] or [`Self::hi_shift_lanes`]:
+    /// the requantized sum (|v| < 2³⁰, HiShift and the residual line bound the terms).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn pre_i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m512i {
+        let v = h.apply(acc);
+        match (res, &self.line) {
+            (Some(res), Some(l)) => _mm512_add_epi32(v, l.apply(res)),
+            _ => v,
+        }
+    }
+
     /// The i32 form, with `h` from [`Self::hi_shift`] or [`Self::hi_shift_lanes`]: the 16 output bytes.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn i32(&self, h: &HiShift, acc: __m512i, res: Option<__m512i>) -> __m128i {
-        let mut v = h.apply(acc);
-        if let (Some(res), Some(l)) = (res, &self.line) {
-            v = _mm512_add_epi32(v, l.apply(res));
-        }
-        // The narrowing saturates to [-128, 127], so a bound at either end needs no instruction of its own
-        // (|v + zp| < 2^30: HiShift and the residual line bound the terms).
-        v = _mm512_add_epi32(v, self.zp);
+        // The narrowing saturates to [-128, 127], so a bound at either end needs no instruction of its own.
+        let mut v = _mm512_add_epi32(self.pre_i32(h, acc, res), self.zp);
         if self.clamp_lo {
             v = _mm512_max_epi32(v, self.lo);
         }
@@ -180,6 +187,13 @@ impl Epilogue {
             v = _mm512_min_epi32(v, self.hi);
         }
         _mm512_cvtsepi32_epi8(v)
+    }
+
+    /// Finished output bytes in [`Self::pre`]'s form: `bytes - zp`, which the output stage returns unchanged.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn unfinish(&self, bytes: __m128i) -> __m512i {
+        _mm512_sub_epi32(_mm512_cvtepi8_epi32(bytes), self.zp)
     }
 
     /// The output bytes of 16 accumulators of one channel, pair `(m, s)` (positions in the lanes): the i32
@@ -203,22 +217,16 @@ impl Epilogue {
     }
 
     /// The epilogue up to its output stage, for [`Self::narrow`]: i32 lanes `v` whose output bytes are
-    /// `clamp(sat8(v + zp), lo, hi)`. In the i32 form that is the requantized sum (|v| < 2³⁰); the general
-    /// form finishes the bytes and hands back `bytes - zp`, which the output stage returns unchanged.
+    /// `clamp(sat8(v + zp), lo, hi)`. In the i32 form that is the requantized sum; the general form finishes
+    /// the bytes ([`Self::unfinish`]).
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) fn pre(&self, h: Option<&HiShift>, (m, s): (i32, i32), acc: __m512i, res: Option<__m512i>) -> __m512i {
         match h {
-            Some(h) => {
-                let v = h.apply(acc);
-                match (res, &self.line) {
-                    (Some(res), Some(l)) => _mm512_add_epi32(v, l.apply(res)),
-                    _ => v,
-                }
-            }
+            Some(h) => self.pre_i32(h, acc, res),
             None => {
                 let (e, o) = requant64(acc, m, s);
-                _mm512_sub_epi32(_mm512_cvtepi8_epi32(self.i64(e, o, res)), self.zp)
+                self.unfinish(self.i64(e, o, res))
             }
         }
     }
@@ -312,6 +320,16 @@ impl ChannelLanes {
                 let o = _mm512_mul_epi32(_mm512_srli_epi64(acc, 32), _mm512_srli_epi64(self.m, 32));
                 epi.i64(e, _mm512_srav_epi64(_mm512_add_epi64(o, self.ro), self.so), res)
             }
+        }
+    }
+
+    /// [`Self::apply`] up to the output stage, in [`Epilogue::pre`]'s form (for [`Epilogue::narrow`]).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn pre(&self, epi: &Epilogue, acc: __m512i, res: Option<__m512i>) -> __m512i {
+        match &self.hi {
+            Some(h) => epi.pre_i32(h, acc, res),
+            None => epi.unfinish(self.apply(epi, acc, res)),
         }
     }
 }

@@ -194,6 +194,10 @@ impl Ctx<'_> {
         let v = self.panels.get().wrapping_add(w * panel_stride(self.pack));
         (v as *mut i16, v.wrapping_add(XI * self.sg * self.pack.nr * self.c * 2) as *mut i32)
     }
+    /// Whether the output is 8x8, one group of its four tiles: [`outputs_8x8`] serves it.
+    fn one_plane(&self) -> bool {
+        (self.h, self.w, self.pack.nr) == (8, 8, 4)
+    }
     /// The tiles of group `g` of task set `t` (`first..end`).
     fn group(&self, t: usize, g: usize) -> Range<usize> {
         let tg = self.pack.nr;
@@ -268,7 +272,11 @@ pub(super) fn run(
                         7 => products::<7>(&ctx, w, grp, b),
                         _ => products::<TG>(&ctx, w, grp, b),
                     }
-                    outputs(&ctx, w, t, grp, b);
+                    if ctx.one_plane() {
+                        outputs_8x8(&ctx, w, b);
+                    } else {
+                        outputs(&ctx, w, t, grp, b);
+                    }
                 }
             }
         };
@@ -332,6 +340,114 @@ unsafe fn fill_rows(g: &ConvGeom, x: &[i8], pad: u8, rows: Range<usize>, out: *m
                 }
             }
         }
+    }
+}
+
+/// [`outputs`] for an 8x8 output, whose four tiles are one group: a channel's plane is 64 contiguous bytes,
+/// so the 16 channels of a vector leave as 16 whole-plane stores after one 16x16 dword transpose (the
+/// residual's planes come in the same way), and the epilogue narrows a tile row's four vectors at once
+/// ([`Epilogue::narrow`]). Dword `d = 2r + tx` of a plane is row `r`'s four bytes in tile column `tx`.
+///
+/// # Safety
+/// As [`outputs`], with [`Ctx::one_plane`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn outputs_8x8(ctx: &Ctx<'_>, w: usize, b: usize) {
+    let (_, m) = ctx.panel(w);
+    let oc0 = b * MB;
+    let rq = &ctx.p.requant;
+    let epi = Epilogue::new(rq, ctx.p.residual, ctx.pack.residual_line);
+    let lanes = [0, 1].map(|v| ChannelLanes::new(&epi, rq, oc0 + 16 * v, u16::MAX));
+    // SAFETY: the bias has m entries, a multiple of MB (suits).
+    let bias = [0, 1].map(|v| unsafe { _mm512_loadu_si512(ctx.pack.bq.as_ptr().add(oc0 + 16 * v) as *const _) });
+    // Within each 128-bit lane, [`Epilogue::narrow`]'s (column, channel) bytes to (channel, column): a dword
+    // per channel.
+    // SAFETY: 64 bytes.
+    let to_dwords = unsafe { _mm512_loadu_si512(TO_DWORDS.as_ptr() as *const _) };
+    for v in 0..2 {
+        let ch = oc0 + 16 * v;
+        let res = ctx.res.map(|r| {
+            let mut p = [_mm512_setzero_si512(); 16];
+            for (k, pk) in p.iter_mut().enumerate() {
+                // SAFETY: channels ch..ch + 16 < m of the 8x8 residual (and below, the output), 64 bytes each.
+                *pk = unsafe { _mm512_loadu_si512(r.get().add((ch + k) * 64) as *const _) };
+            }
+            transpose_dwords(&mut p);
+            p
+        });
+        let mut out = [_mm512_setzero_si512(); 16];
+        for tile in 0..4 {
+            // SAFETY: M holds 36 · 4 · MB entries.
+            let mm = |xi: usize| unsafe { _mm512_loadu_si512(m.add((xi * 4 + tile) * MB + 16 * v) as *const _) };
+            let col = |k: usize| at([mm(k), mm(6 + k), mm(12 + k), mm(18 + k), mm(24 + k), mm(30 + k)]);
+            let cols = [col(0), col(1), col(2), col(3), col(4), col(5)];
+            for i in 0..4 {
+                let d = (4 * (tile / 2) + i) * 2 + tile % 2;
+                let y = at(nth(&cols, i));
+                let pre = |j: usize| {
+                    let r = res.as_ref().map(|p| byte_of_dwords(p[d], j));
+                    lanes[v].pre(&epi, _mm512_add_epi32(unscale(y[j], i, j), bias[v]), r)
+                };
+                out[d] = _mm512_shuffle_epi8(epi.narrow([pre(0), pre(1), pre(2), pre(3)]), to_dwords);
+            }
+        }
+        transpose_dwords(&mut out);
+        for (k, plane) in out.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_si512(ctx.y.get().add((ch + k) * 64) as *mut _, *plane) };
+        }
+    }
+}
+
+/// `vpshufb` indices of a 4x4 byte transpose in each 128-bit lane.
+const TO_DWORDS: [u8; 64] = {
+    let mut t = [0; 64];
+    let mut b = 0;
+    while b < 64 {
+        t[b] = (b % 16 % 4 * 4 + b % 16 / 4) as u8;
+        b += 1;
+    }
+    t
+};
+
+/// Byte `j` of each dword, sign-extended.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn byte_of_dwords(v: __m512i, j: usize) -> __m512i {
+    match j {
+        0 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v)),
+        1 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(v)),
+        2 => _mm512_srai_epi32::<24>(_mm512_slli_epi32::<8>(v)),
+        _ => _mm512_srai_epi32::<24>(v),
+    }
+}
+
+/// Transposes 16 rows of 16 dwords: dword j of row i goes to dword i of row j.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose_dwords(r: &mut [__m512i; 16]) {
+    // t: per 128-bit lane l, rows 2i and 2i+1 interleaved at columns 4l, 4l+1 (t[2i]) and 4l+2, 4l+3 (t[2i+1]).
+    let mut t = *r;
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4g + e]: per lane l, rows 4g..4g+4 at column 4l + e.
+    let mut u = t;
+    for g in 0..4 {
+        u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    // Row 4l + e of the result: lane l of u[e], u[4 + e], u[8 + e], u[12 + e].
+    for e in 0..4 {
+        let (a0, a1) = (_mm512_shuffle_i32x4::<0x44>(u[e], u[4 + e]), _mm512_shuffle_i32x4::<0xEE>(u[e], u[4 + e]));
+        let (b0, b1) =
+            (_mm512_shuffle_i32x4::<0x44>(u[8 + e], u[12 + e]), _mm512_shuffle_i32x4::<0xEE>(u[8 + e], u[12 + e]));
+        r[e] = _mm512_shuffle_i32x4::<0x88>(a0, b0);
+        r[4 + e] = _mm512_shuffle_i32x4::<0xDD>(a0, b0);
+        r[8 + e] = _mm512_shuffle_i32x4::<0x88>(a1, b1);
+        r[12 + e] = _mm512_shuffle_i32x4::<0xDD>(a1, b1);
     }
 }
 
