@@ -4,14 +4,16 @@
 //! differs:
 //!
 //! - A block is 16 tiles: whole tile rows of an output 16, 32 or 64 wide (4, 2 or 1 tile rows). The input
-//!   transform reads the planar input rows in place, a channel pair at a time: one `vpermt2b` gathers two
-//!   taps' bytes for the pair's 16 tiles each (padding columns blended in, padding rows read from a row of
-//!   zero points), so there is no plane fill. `V` is `[36][c/2][16]` dwords, a channel pair per tile lane.
+//!   transform reads the planar input rows in place, a channel pair at a time: one `vpermt2b` per pair of
+//!   taps ([`PAIRS`]) sets their bytes side by side for the pair's 16 tiles (padding columns blended in,
+//!   padding rows read from a row of zero points), so there is no plane fill, and `vpmaddubsw` makes the
+//!   first pass of `Bᵀ d B` from them. `V` is `[36][c/2][16]` dwords, a channel pair per tile lane.
 //! - Products broadcast a weight pair (`U`: `[m/8][36][c/2][8]` dwords) against the 16 tiles' pairs, 8
 //!   output channels at a time ([`OB`]): `M` is `[36][8][16]` i32.
 //! - The output transform runs per output channel on 16 tiles, so the requantization's parameters are
-//!   scalars, and one `vpermb` per output row turns the four columns' bytes into whole row stores (the
-//!   residual likewise into four column vectors): no 16x16 transposes.
+//!   scalars, the bias enters with the products (at ξ = (1, 1)), a tile row's four column vectors narrow
+//!   at once, and one `vpermb` per output row turns their bytes into whole row stores (the residual
+//!   likewise into four column vectors): no 16x16 transposes.
 
 use super::requant::Epilogue;
 use super::winograd_i8::{at, bt, exact_with_bias, nth, same_3x3, transforms, unscale, XI};
@@ -69,29 +71,43 @@ pub(super) fn pack(g: &ConvGeom, p: &QConvParams<'_>) -> ConvPack {
 
 /// The byte permutations of a block of outputs `w` wide.
 struct Tables {
-    /// Per tap pair (0-1, 2-3, 4-5): the `vpermt2b` indices gathering a channel pair's rows ([`Ctx::rows`])
-    /// into the two taps' 16 tiles x 2 channels, and the bytes that fall on padding columns.
-    gather: [[u8; 64]; 3],
-    pad_cols: [u64; 3],
+    /// Per tap pair of [`PAIRS`]: the `vpermt2b` indices gathering a channel pair's rows ([`Ctx::rows`])
+    /// into the two taps' bytes side by side for each of the 16 tiles x 2 channels (the `vpmaddubsw`
+    /// operand), and the bytes that fall on padding columns.
+    gather: [[u8; 64]; 5],
+    pad_cols: [u64; 5],
     /// `vpermb` indices from four column vectors (16 tiles each, as `Epilogue::narrow` packs them) to the
     /// block's output rows, and from the rows to the four columns.
     to_rows: [u8; 64],
     to_cols: [u8; 64],
 }
 
+/// The tap pairs whose weighted sums make `Bᵀ d` (`vpmaddubsw`, [`BT_PAIRS`]).
+const PAIRS: [(usize, usize); 5] = [(0, 2), (4, 5), (1, 2), (3, 4), (1, 3)];
+
+/// Row `i` of `Bᵀ` as two weighted tap pairs: (pair, its two weights) for each, over [`PAIRS`].
+const BT_PAIRS: [[(usize, i8, i8); 2]; 6] = [
+    [(0, 4, -5), (1, 1, 0)],
+    [(2, -4, -4), (3, 1, 1)],
+    [(2, 4, -4), (3, -1, 1)],
+    [(2, -2, -1), (3, 2, 1)],
+    [(2, 2, -1), (3, -2, 1)],
+    [(4, 4, -5), (1, 0, 1)],
+];
+
 /// [`Tables`] for outputs `w` wide (lane `l` is tile `(l / (w/4), l % (w/4))` of the block).
 const fn tables(w: usize) -> Tables {
-    let mut t = Tables { gather: [[0; 64]; 3], pad_cols: [0; 3], to_rows: [0; 64], to_cols: [0; 64] };
+    let mut t = Tables { gather: [[0; 64]; 5], pad_cols: [0; 5], to_rows: [0; 64], to_cols: [0; 64] };
     let tx_n = w / 4;
     let mut b = 0;
     while b < 64 {
-        // Byte b of pair p: tap 2p + b / 32, lane (b % 32) / 2, channel b % 2 (a tile's channel pair is then
-        // a dword of the i16 transform).
-        let (ch, l) = (b % 2, b % 32 / 2);
+        // Byte b of pair p: tap PAIRS[p].0 or .1 (b even or odd) of lane b / 4, channel b / 2 % 2 (a tile's
+        // channel pair is then a dword of the i16 transform).
+        let (ch, l) = (b / 2 % 2, b / 4);
         let (ty, tx) = (l / tx_n, l % tx_n);
         let mut p = 0;
-        while p < 3 {
-            let col = 4 * tx + 2 * p + b / 32;
+        while p < 5 {
+            let col = 4 * tx + if b % 2 == 0 { PAIRS[p].0 } else { PAIRS[p].1 };
             if col == 0 || col > w {
                 t.pad_cols[p] |= 1 << b;
             } else {
@@ -251,18 +267,17 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, b: usize) {
             let (z0, z1) =
                 unsafe { (ctx.rows(ctx.x, 2 * cp, row0 + r as isize), ctx.rows(ctx.x, 2 * cp + 1, row0 + r as isize)) };
             let (z0, z1) = (_mm512_xor_si512(z0, flip), _mm512_xor_si512(z1, flip));
-            let pick =
+            let pair =
                 |k: usize| _mm512_mask_blend_epi8(ctx.t.pad_cols[k], _mm512_permutex2var_epi8(z0, gather[k], z1), pad);
-            let u = [pick(0), pick(1), pick(2)];
-            let d = |k: usize| {
-                let half = if k.is_multiple_of(2) {
-                    _mm512_castsi512_si256(u[k / 2])
-                } else {
-                    _mm512_extracti64x4_epi64::<1>(u[k / 2])
-                };
-                _mm512_cvtepu8_epi16(half)
+            let taps = [pair(0), pair(1), pair(2), pair(3), pair(4)];
+            // Bᵀ along the row on the bytes: two `vpmaddubsw` per output (u8 taps times i8 weights, at most
+            // 255 · 9 in magnitude, so nothing saturates).
+            let row = |i: usize| {
+                let [(p, a, b), (q, c, d)] = BT_PAIRS[i];
+                let w = |x: i8, y: i8| _mm512_set1_epi16(((y as u8 as i16) << 8) | x as u8 as i16);
+                _mm512_add_epi16(_mm512_maddubs_epi16(taps[p], w(a, b)), _mm512_maddubs_epi16(taps[q], w(c, d)))
             };
-            for (j, trj) in bt([d(0), d(1), d(2), d(3), d(4), d(5)]).into_iter().enumerate() {
+            for (j, trj) in [row(0), row(1), row(2), row(3), row(4), row(5)].into_iter().enumerate() {
                 // SAFETY: M holds 36 · OB · 16 dwords, more than 36 vectors.
                 unsafe { t.add(r * 6 + j).write_unaligned(trj) };
             }
