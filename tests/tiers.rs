@@ -127,6 +127,9 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(2, 32, (8, 8), 96, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(1, 32, (28, 20), 32, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         geom(2, 32, (13, 11), 64, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // One task set of three tile groups (weights past 1 MB) and eight channel blocks: with threads the
+        // workers build its V together, split by channels (ResNet-18's 14x14x256 layers).
+        geom(1, 128, (11, 13), 256, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
         // int8 Winograd with tiles in the lanes (VBMI, input channels in pairs below 32): blocks of 4, 2 and 1
         // tile rows (16, 32 and 64 wide), blocks split between workers, output channel groups of 8, a batch.
         geom(2, 16, (16, 16), 8, (3, 3), (1, 1), 1, (1, 1, 1, 1)),

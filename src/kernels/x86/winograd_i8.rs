@@ -184,6 +184,8 @@ struct Ctx<'p> {
     c: usize,
     h: usize,
     w: usize,
+    /// The workers build one `V` together, in worker 0's panel ([`shares_v`]).
+    shared_v: bool,
 }
 // SAFETY: tasks only read the planes (filled before them) and write disjoint outputs and their own panel.
 unsafe impl Sync for Ctx<'_> {}
@@ -191,8 +193,9 @@ unsafe impl Sync for Ctx<'_> {}
 impl Ctx<'_> {
     /// Worker `w`'s `V` (`[36][sg·tg][c]` i16) and `M` (`[36][tg][MB]` i32), `tg` = the pack's `nr`.
     fn panel(&self, w: usize) -> (*mut i16, *mut i32) {
-        let v = self.panels.get().wrapping_add(w * panel_stride(self.pack));
-        (v as *mut i16, v.wrapping_add(XI * self.sg * self.pack.nr * self.c * 2) as *mut i32)
+        let own = self.panels.get().wrapping_add(w * panel_stride(self.pack));
+        let v = if self.shared_v { self.panels.get() } else { own };
+        (v as *mut i16, own.wrapping_add(XI * self.sg * self.pack.nr * self.c * 2) as *mut i32)
     }
     /// Whether the output is 8x8, one group of its four tiles: [`outputs_8x8`] serves it.
     fn one_plane(&self) -> bool {
@@ -254,13 +257,14 @@ pub(super) fn run(
             c: g.c_in,
             h: g.h_out,
             w: g.w_out,
+            shared_v: copies == 1 && shares_v(pack, g.c_out, workers),
         };
         // SAFETY (all four): the registry lists this kernel under the avx512vnni tier; fills write disjoint
         // rows of the shared planes, or worker w's copy; worker w only touches panel w.
         let fill = |w: usize, _: Range<usize>, rows: Range<usize>| unsafe {
             fill_rows(g, xn, pad, rows, ctx.planes(w) as *mut u8)
         };
-        let prep = |w: usize, t: usize| unsafe { input_tiles(&ctx, w, t) };
+        let prep = |w: usize, t: usize| unsafe { input_tiles(&ctx, w, t, 0..g.c_in) };
         let task = |w: usize, t: usize, b: usize| {
             for grp in 0..ctx.sg {
                 if ctx.group(t, grp).is_empty() {
@@ -280,6 +284,23 @@ pub(super) fn run(
                 }
             }
         };
+        if ctx.shared_v {
+            // Fewer task sets than workers: every worker would build the same `V`. Fill the planes (by rows),
+            // build each set's `V` once, split by channels, then split its tasks by output channel block.
+            let hg = pack.planes.map_or(0, |pl| pl.hg);
+            par.run(workers, &|_, i| fill(0, 0..1, share(hg, workers, i)));
+            let (blocks, slices) = (pack.blocks(g.c_out), g.c_in / 32);
+            for t in 0..pack.tiles {
+                // SAFETY: as below; workers write disjoint channels of the one V.
+                par.run(workers, &|w, i| {
+                    let mine = share(slices, workers, i);
+                    unsafe { input_tiles(&ctx, w, t, 32 * mine.start..32 * mine.end) }
+                });
+                let chunks = blocks.min(workers);
+                par.run(chunks, &|w, i| share(blocks, chunks, i).for_each(|b| task(w, t, b)));
+            }
+            continue;
+        }
         if copies == 1 {
             drive(g, pack, false, par, &fill, &prep, &task);
             continue;
@@ -305,6 +326,13 @@ pub(super) fn run(
             }
         });
     }
+}
+
+/// Whether the workers build one `V` together ([`Ctx::panel`]): more than one of them, fewer task sets than
+/// workers (each would build the same `V`), at least as many channel blocks as workers, and the planes shared
+/// (not banded). ResNet-18's 14x14x256 layers are one task set of two tile groups.
+fn shares_v(pack: &ConvPack, m: usize, workers: usize) -> bool {
+    workers > 1 && !pack.band && pack.tiles < workers && pack.blocks(m) >= workers
 }
 
 /// Writes padded rows `rows` of the channels-last planes (`[hg][wg][c]`, the tile grid's 4·n + 2 rows and
@@ -511,7 +539,7 @@ pub(super) fn bt(d: [__m512i; 6]) -> [__m512i; 6] {
 /// # Safety
 /// AVX-512 F/BW available; the planes of the current image are filled; `w` < workers.
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
+unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize, chans: Range<usize>) {
     let (v, _) = ctx.panel(w);
     let (c, tx_n) = (ctx.c, ctx.tiles_x());
     let wg = 4 * tx_n + 2;
@@ -520,7 +548,7 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, t: usize) {
     for ti in 0..span.min(ctx.pack.q - first) {
         let tile = first + ti;
         let (ty, tx) = (tile / tx_n, tile % tx_n);
-        for c0 in (0..c).step_by(32) {
+        for c0 in chans.clone().step_by(32) {
             // SAFETY: the 6x6 window of a tile lies inside the padded planes; V has 36 · span · c entries.
             unsafe {
                 let base = ctx.planes(w).add((4 * ty * wg + 4 * tx) * c + c0);
