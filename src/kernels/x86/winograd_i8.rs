@@ -99,19 +99,22 @@ pub(super) fn same_3x3(g: &ConvGeom) -> bool {
 /// Whether every output channel's `255 · Σ|w|` lies below 2²⁵, the bound under which the transformed sums
 /// are exact (module docs).
 pub(super) fn exact(g: &ConvGeom, weight: &[i8]) -> bool {
-    weight.len() == g.c_out * g.c_in * 9
-        && weight.chunks_exact(g.c_in * 9).all(|w| 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
+    within_bound(g, weight, core::iter::repeat(0))
 }
 
 /// [`exact`] with the bias inside the bound: every output channel's `|bias| + 255 · Σ|w|` below 2²⁵, so the
 /// transformed sums stay exact with the bias added before the output transform.
 pub(super) fn exact_with_bias(g: &ConvGeom, weight: &[i8], bias: &[i32]) -> bool {
+    bias.len() == g.c_out && within_bound(g, weight, bias.iter().map(|&b| b as i64))
+}
+
+/// Whether each output channel's `|bias| + 255 · Σ|w|` (biases from `bias`) lies below 2²⁵.
+fn within_bound(g: &ConvGeom, weight: &[i8], bias: impl Iterator<Item = i64>) -> bool {
     weight.len() == g.c_out * g.c_in * 9
-        && bias.len() == g.c_out
         && weight
             .chunks_exact(g.c_in * 9)
             .zip(bias)
-            .all(|(w, &b)| (b as i64).abs() + 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
+            .all(|(w, b)| b.abs() + 255 * w.iter().map(|&v| (v as i64).abs()).sum::<i64>() < 1 << 25)
 }
 
 /// `G'` (rows scaled to integers).
@@ -291,7 +294,7 @@ pub(super) fn run(
             par.run(workers, &|_, i| fill(0, 0..1, share(hg, workers, i)));
             let (blocks, slices) = (pack.blocks(g.c_out), g.c_in / 32);
             for t in 0..pack.tiles {
-                // SAFETY: as below; workers write disjoint channels of the one V.
+                // SAFETY: as above; workers write disjoint channels of the one V.
                 par.run(workers, &|w, i| {
                     let mine = share(slices, workers, i);
                     unsafe { input_tiles(&ctx, w, t, 32 * mine.start..32 * mine.end) }
