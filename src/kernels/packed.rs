@@ -173,7 +173,8 @@ pub enum InPlace {
     /// None: the kernel reads planes.
     #[default]
     No,
-    /// Winograd F(4x4, 3x3) with 16 tiles in the lanes (`x86::winograd_lanes_i8`).
+    /// Winograd with 16 tiles in the lanes: int8 F(4x4, 3x3) (`x86::winograd_lanes_i8`), f32 F(2x2, 3x3)
+    /// (`x86::winograd_lanes_f32`).
     Winograd,
     /// 3x3 stride 2 with 16 output positions in the lanes (`x86::stride2_i8`).
     Stride2,

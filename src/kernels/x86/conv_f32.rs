@@ -8,12 +8,14 @@
 //! a quarter of them at 7x7, so AVX-512 turns the tile around there ("row" kernel): output channels in the
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
+//! 3x3 stride-1 layers with 8-wide outputs go to [`super::winograd_lanes_f32`] instead.
 
 use super::avx2::{compress, first, store_first, tile_halves, Half};
 use super::{
-    drive, fill, live, row_shape, set_band, split_scratch, supports, winograd, PlaneCopies, Runs, Shared, ROW_MR,
+    drive, fill, live, row_shape, set_band, split_scratch, supports, winograd, winograd_lanes_f32, PlaneCopies, Runs,
+    Shared, ROW_MR,
 };
-use crate::kernels::packed::{ConvPack, Parallel};
+use crate::kernels::packed::{ConvPack, InPlace, Parallel};
 use crate::kernels::registry::F32Conv;
 use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::x86_64::*;
@@ -23,6 +25,9 @@ pub const F32_CONV_AVX512: F32Conv = F32Conv {
     supports,
     pack: pack_avx512,
     run: |g, pack, p, x, r, y, s, par| {
+        if pack.in_place == InPlace::Winograd {
+            return winograd_lanes_f32::run(g, pack, p, x, r, y, s, par);
+        }
         let (prep, task): (PrepFn, TaskFn) =
             if pack.winograd { (winograd::input_tile, winograd::task) } else { (no_prep, tile_avx512) };
         run((prep, task), g, pack, x, r, p.clamp, y, s, par)
@@ -49,6 +54,9 @@ fn pack(g: &ConvGeom, p: &F32ConvParams<'_>, nr: usize) -> ConvPack {
 }
 
 fn pack_avx512(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
+    if winograd_lanes_f32::suits(g) {
+        return winograd_lanes_f32::pack(g, p);
+    }
     if winograd::suits(g, winograd::min_hw_avx512()) {
         return winograd::pack(g, p);
     }

@@ -21,6 +21,7 @@ mod requant;
 mod stride2_i8;
 mod winograd;
 mod winograd_i8;
+mod winograd_lanes_f32;
 mod winograd_lanes_i8;
 
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};

@@ -107,7 +107,7 @@ fn pack_with(g: &ConvGeom, p: &F32ConvParams<'_>, mb: usize, nr: usize) -> ConvP
 }
 
 /// `G g Gᵀ` for one 3x3 kernel (row major), in f64 and rounded once.
-fn weight_transform(k: &[f32]) -> [f32; 16] {
+pub(super) fn weight_transform(k: &[f32]) -> [f32; 16] {
     const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
     let mut gg = [[0f64; 3]; 4];
     for (i, row) in gg.iter_mut().enumerate() {
@@ -127,7 +127,7 @@ fn weight_transform(k: &[f32]) -> [f32; 16] {
 /// `V = Bᵀ d B` of one 4x4 input tile, for any lane width (`add`, `sub` of its vectors): `d(i)` is element
 /// `i` (row major), `put(ξ, V[ξ])` takes the results.
 #[inline(always)]
-fn input_transform<V: Copy>(
+pub(super) fn input_transform<V: Copy>(
     d: impl Fn(usize) -> V,
     add: impl Fn(V, V) -> V,
     sub: impl Fn(V, V) -> V,
@@ -151,7 +151,7 @@ fn input_transform<V: Copy>(
 
 /// `Y = Aᵀ M A + bias` of one tile's 16 products `m(ξ)`, for any lane width: the 2x2 outputs `y[i][j]`.
 #[inline(always)]
-fn output_transform<V: Copy>(
+pub(super) fn output_transform<V: Copy>(
     m: impl Fn(usize) -> V,
     bias: V,
     add: impl Fn(V, V) -> V,
