@@ -142,9 +142,9 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         geom(1, 32, (16, 16), 64, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
         geom(2, 8, (8, 16), 16, (3, 3), (2, 2), 1, (1, 1, 1, 1)),
         geom(1, 4, (16, 32), 48, (3, 3), (2, 2), 1, (1, 1, 0, 0)),
-        // f32 Winograd with tiles in the lanes (AVX-512, outputs 8 wide in blocks of 8 rows; also the 8x8 cases
-        // above): two blocks, odd input channels, a partial group of 16 output channels, split over 2 and 3
-        // workers mid-block.
+        // f32 Winograd with tiles in the lanes (AVX-512, outputs 8, 16 or 32 wide in blocks of 8, 4 or 2 rows;
+        // also the 3x3 "same" cases of those widths above, the stem's 3 channels included): two blocks, odd
+        // input channels, a partial group of 16 output channels, split over 2 and 3 workers mid-block.
         geom(1, 5, (16, 8), 17, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];
     let mut rng = Rng::new(0x7135);

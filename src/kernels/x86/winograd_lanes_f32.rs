@@ -1,19 +1,22 @@
-//! f32 3x3 stride-1 convolution by Winograd F(2x2, 3x3) with the tiles in the lanes (AVX-512), for 8-wide
-//! outputs (ResNet-20's 8x8x64 stage). [`super::winograd`] puts 32 grid positions in a tile, so an 8x8 output
-//! (16 tiles on a 5-wide grid) would leave half its lanes idle; here a block of 8 output rows is exactly 16
-//! tiles, one vector. The transforms are that module's, so the rounding is too.
+//! f32 3x3 stride-1 convolution by Winograd F(2x2, 3x3) with the tiles in the lanes (AVX-512), for outputs 8,
+//! 16 or 32 wide (ResNet-20's three stages and its stem). A block is 16 tiles, one vector: 4, 2 or 1 tile rows,
+//! the 64 outputs of a channel that lie contiguous in the output. [`super::winograd`] puts 32 grid positions
+//! in a tile, so an 8x8 output (16 tiles on a 5-wide grid) left half its lanes idle, and it fills phase
+//! planes first. The transforms are that module's, so the rounding is too.
 //!
 //! - The input transform reads the planar input rows in place: tap `(i, j)` of the 16 tiles is one
-//!   `vpermt2ps` of the four rows `8b - 1 + i + 2·ty` (two per register, padding rows read from zeros),
-//!   padding columns masked ([`GATHER`]). `V` is `[16][c][16]`, a channel per vector.
+//!   `vpermt2ps` from two registers holding the input rows of the block's tile rows (padding rows read from
+//!   zeros), padding columns masked ([`Tables`]). `V` is `[16][c][16]`, a channel per vector.
 //! - Products broadcast a weight (`U`: `[m/16][16][c][16]`) against the 16 tiles, 16 output channels at a
 //!   time ([`OB`]), 16 independent accumulators: `M` is `[16][OB][16]`.
-//! - The output transform runs per output channel on the 16 tiles; two `vpermt2ps` per output row parity
-//!   interleave each tile's two columns and `vshuff32x4` pairs the rows, so the block's 64 outputs of a
-//!   channel (contiguous in the output) go out as four whole vectors, residual and clamp included.
+//! - The output transform runs per output channel on the 16 tiles; one `vpermt2ps` per 16 outputs of a row
+//!   parity interleaves the tiles' two columns (8 wide: `vshuff32x4` then pairs the rows), so the block's 64
+//!   outputs go out as four whole vectors, residual and clamp included.
 //!
-//! On Zen 4 (1 thread) ResNet-20's 8x8x64 layers went from 46 µs (the direct row kernel, at about 85% of the FMA
-//! peak) to 22.5 µs, and the whole net from 0.658 to 0.538 ms.
+//! On Zen 4, 1 thread (ResNet-20, `bench --profile`): the 8x8x64 layers went from 46 µs (the direct row
+//! kernel, about 85% of the FMA peak) to 22.5 µs, the 16x16x32 ones from 31 to 25 µs and the 32x32x16 ones
+//! from 38 to 29 µs ([`super::winograd`]), the stem from 13.9 to 10.1 µs; the net from 0.658 to about 0.49 ms.
+//! Zen 5 (full-width AVX-512) is unmeasured.
 
 use super::winograd::{input_transform, output_transform, weight_transform};
 use super::winograd_i8::same_3x3;
@@ -33,7 +36,10 @@ const XI: usize = 16;
 /// Layers this kernel takes: 3x3 stride 1 "same", outputs 8 wide in whole blocks of 8 rows, and weight
 /// transforms of at most 4 MB (as [`super::winograd`]).
 pub(super) fn suits(g: &ConvGeom) -> bool {
-    same_3x3(g) && g.w_out == 8 && g.h_out.is_multiple_of(8) && g.c_in * g.c_out <= 256 * 256
+    same_3x3(g)
+        && matches!(g.w_out, 8 | 16 | 32)
+        && g.h_out.is_multiple_of(64 / g.w_out)
+        && g.c_in * g.c_out <= 256 * 256
 }
 
 /// The weight transforms, `[m/OB][16][c][OB]` (output channels past `m` zero), and the bias.
@@ -53,7 +59,7 @@ pub(super) fn pack(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
         k: c * 9,
         kp: c * 9,
         q: g.h_out * g.w_out / 4,
-        tiles: g.h_out / 8,
+        tiles: g.h_out * g.w_out / 64,
         w_out: g.w_out,
         wf,
         bf: p.bias.to_vec(),
@@ -64,45 +70,48 @@ pub(super) fn pack(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
     }
 }
 
-/// Per column tap `j`: the `vpermt2ps` indices that gather tap `(i, j)` of the 16 tiles (lane `4·ty + tx`)
-/// from rows `2·ty` of the window's four rows (two per register: `ty·8 + column`), and the lanes whose
-/// column lies in the padding (column -1 or 8), which stay zero.
-const GATHER: [([i32; 16], u16); 4] = {
-    let mut t = [([0i32; 16], 0u16); 4];
-    let mut j = 0;
-    while j < 4 {
-        let mut l = 0;
-        while l < 16 {
-            let (ty, tx) = (l / 4, l % 4);
-            let col = 2 * tx + j;
-            // col - 1 is the input column; 0 and 9 are the padding.
-            if col >= 1 && col <= 8 {
-                t[j].0[l] = (ty * 8 + col - 1) as i32;
-                t[j].1 |= 1 << l;
-            }
-            l += 1;
-        }
-        j += 1;
-    }
-    t
-};
+/// The lane tables of a block of outputs `w` wide: lane `l` is tile `(l / (w/2), l % (w/2))`, and the
+/// block is `32 / w` tile rows, 64 outputs of a channel, contiguous in the output.
+struct Tables {
+    /// Per column tap `j`: the `vpermt2ps` indices that gather tap `(i, j)` of the 16 tiles from the input
+    /// rows of their tile rows (row `ty` at `ty·w`, two registers), and the lanes whose column lies in the
+    /// padding (column -1 or `w`), which stay zero.
+    gather: [([i32; 16], u16); 4],
+    /// Per 16 outputs `s` of the rows of one parity `i` (rows `2·ty + i` side by side): the `vpermt2ps`
+    /// indices from the tiles' two columns (`y[i][0]`, `y[i][1]`).
+    to_rows: [[i32; 16]; 2],
+}
 
-/// `vpermt2ps` indices from a tile row parity's two columns (`y[i][0]`, `y[i][1]`, lane = tile) to output
-/// rows `2·ty + i`, 8 columns each: tile rows 0-1 ([`TO_ROWS`]`[0]`) and 2-3 (`[1]`).
-const TO_ROWS: [[i32; 16]; 2] = {
-    let mut t = [[0i32; 16]; 2];
-    let mut h = 0;
-    while h < 2 {
-        let mut q = 0;
-        while q < 16 {
-            let (ty, col) = (2 * h + q / 8, q % 8);
-            t[h][q] = (ty * 4 + col / 2 + 16 * (col % 2)) as i32;
-            q += 1;
+/// [`Tables`] for outputs `w` wide.
+const fn tables(w: usize) -> Tables {
+    let tx_n = w / 2;
+    let mut t = Tables { gather: [([0; 16], 0); 4], to_rows: [[0; 16]; 2] };
+    let mut l = 0;
+    while l < 16 {
+        let (ty, tx) = (l / tx_n, l % tx_n);
+        let mut j = 0;
+        while j < 4 {
+            // Padded column 2tx + j is input column 2tx + j - 1.
+            let col = 2 * tx + j;
+            if col >= 1 && col <= w {
+                t.gather[j].0[l] = (ty * w + col - 1) as i32;
+                t.gather[j].1 |= 1 << l;
+            }
+            j += 1;
         }
-        h += 1;
+        let mut s = 0;
+        while s < 2 {
+            let (ty, col) = ((16 * s + l) / w, (16 * s + l) % w);
+            t.to_rows[s][l] = (ty * tx_n + col / 2 + 16 * (col % 2)) as i32;
+            s += 1;
+        }
+        l += 1;
     }
     t
-};
+}
+
+/// Tables for outputs 8, 16 and 32 wide.
+static TABLES: [Tables; 3] = [tables(8), tables(16), tables(32)];
 
 /// What one task needs, for one image.
 struct Ctx<'p> {
@@ -111,9 +120,11 @@ struct Ctx<'p> {
     panels: Shared<u8>,
     y: Shared<f32>,
     res: Option<Shared<f32>>,
+    t: &'static Tables,
     c: usize,
     m: usize,
     h: usize,
+    w: usize,
     lo: f32,
     hi: f32,
 }
@@ -121,7 +132,7 @@ struct Ctx<'p> {
 unsafe impl Sync for Ctx<'_> {}
 
 /// A row of zeros: the padding rows.
-static ZERO_ROW: [f32; 8] = [0.0; 8];
+static ZERO_ROW: [f32; 32] = [0.0; 32];
 
 impl Ctx<'_> {
     /// Worker `w`'s `V` (`[16][c][16]`) and `M` (`[16][OB][16]`).
@@ -130,10 +141,10 @@ impl Ctx<'_> {
         (v, v.wrapping_add(XI * self.c * LANES))
     }
 
-    /// Row `r` of channel `ch` of the input (8 floats), or zeros outside it.
+    /// Row `r` of channel `ch` of the input (`w` floats), or zeros outside it.
     fn row(&self, ch: usize, r: isize) -> *const f32 {
         if (0..self.h as isize).contains(&r) {
-            self.x.wrapping_add((ch * self.h + r as usize) * 8)
+            self.x.wrapping_add((ch * self.h + r as usize) * self.w)
         } else {
             ZERO_ROW.as_ptr()
         }
@@ -165,9 +176,11 @@ pub(super) fn run(
             panels: Shared(scratch.as_mut_ptr()),
             y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
             res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut f32)),
+            t: &TABLES[g.w_out.trailing_zeros() as usize - 3],
             c: g.c_in,
             m: g.c_out,
             h: g.h_out,
+            w: g.w_out,
             lo: p.clamp.0,
             hi: p.clamp.1,
         };
@@ -203,19 +216,29 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, b: usize) {
     let (v, _) = ctx.panel(w);
     let c = ctx.c;
     // SAFETY: the tables are 16 lanes.
-    let gather = GATHER.map(|(idx, keep)| (unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }, keep));
+    let gather = ctx.t.gather.map(|(idx, keep)| (unsafe { _mm512_loadu_si512(idx.as_ptr() as *const _) }, keep));
+    let row0 = (b * 64 / ctx.w) as isize - 1;
     for ch in 0..c {
-        // Rows 8b - 1 + i + 2·ty of tap row i: tile rows 0-1 in `lo`, 2-3 in `hi`.
+        // Tap row i of tile row ty reads input row row0 + i + 2·ty: the tile rows' input rows side by side in
+        // two registers (8 wide: two per register; 16 wide: one; 32 wide: halves of one).
         let taps = core::array::from_fn::<_, 4, _>(|i| {
-            let r = (8 * b + i) as isize - 1;
-            // SAFETY: each row pointer has 8 floats (a row of the image, or the zero row).
-            let two = |r: isize| unsafe {
-                _mm512_insertf32x8::<1>(
-                    _mm512_castps256_ps512(_mm256_loadu_ps(ctx.row(ch, r))),
-                    _mm256_loadu_ps(ctx.row(ch, r + 2)),
-                )
+            let r = row0 + i as isize;
+            // SAFETY: each row pointer has w floats (a row of the image, or the zero row).
+            let (lo, hi) = unsafe {
+                match ctx.w {
+                    8 => {
+                        let two = |r: isize| {
+                            _mm512_insertf32x8::<1>(
+                                _mm512_castps256_ps512(_mm256_loadu_ps(ctx.row(ch, r))),
+                                _mm256_loadu_ps(ctx.row(ch, r + 2)),
+                            )
+                        };
+                        (two(r), two(r + 4))
+                    }
+                    16 => (_mm512_loadu_ps(ctx.row(ch, r)), _mm512_loadu_ps(ctx.row(ch, r + 2))),
+                    _ => (_mm512_loadu_ps(ctx.row(ch, r)), _mm512_loadu_ps(ctx.row(ch, r).add(16))),
+                }
             };
-            let (lo, hi) = (two(r), two(r + 4));
             gather.map(|(idx, keep)| _mm512_maskz_permutex2var_ps(keep, lo, idx, hi))
         });
         let put = |xi: usize, val| {
@@ -261,7 +284,7 @@ unsafe fn products(ctx: &Ctx<'_>, w: usize, ob: usize) {
 unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
     let (_, m) = ctx.panel(w);
     // SAFETY: the tables are 16 lanes.
-    let to_rows = TO_ROWS.map(|t| unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) });
+    let to_rows = ctx.t.to_rows.map(|t| unsafe { _mm512_loadu_si512(t.as_ptr() as *const _) });
     let (lo, hi) = (_mm512_set1_ps(ctx.lo), _mm512_set1_ps(ctx.hi));
     for o in 0..OB.min(ctx.m - ob * OB) {
         let oc = ob * OB + o;
@@ -269,15 +292,22 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
         let mm = |xi: usize| unsafe { _mm512_loadu_ps(m.add((xi * OB + o) * LANES)) };
         let bias = _mm512_set1_ps(ctx.pack.bf[oc]);
         let y = output_transform(mm, bias, |a, b| _mm512_add_ps(a, b), |a, b| _mm512_sub_ps(a, b));
-        // Output rows 2·ty + i of tile rows 0-1 and 2-3, then two rows per vector.
+        // The rows of each parity side by side, 16 outputs at a time; then the block's 64 outputs in order.
         let [even, odd] = y.map(|[c0, c1]| to_rows.map(|t| _mm512_permutex2var_ps(c0, t, c1)));
-        let rows = [
-            _mm512_shuffle_f32x4::<0x44>(even[0], odd[0]),
-            _mm512_shuffle_f32x4::<0xEE>(even[0], odd[0]),
-            _mm512_shuffle_f32x4::<0x44>(even[1], odd[1]),
-            _mm512_shuffle_f32x4::<0xEE>(even[1], odd[1]),
-        ];
-        let at = (oc * ctx.h + 8 * b) * 8;
+        let rows = match ctx.w {
+            // Rows 2ty, 2ty + 1 per vector, 8 each.
+            8 => [
+                _mm512_shuffle_f32x4::<0x44>(even[0], odd[0]),
+                _mm512_shuffle_f32x4::<0xEE>(even[0], odd[0]),
+                _mm512_shuffle_f32x4::<0x44>(even[1], odd[1]),
+                _mm512_shuffle_f32x4::<0xEE>(even[1], odd[1]),
+            ],
+            // A row per vector: 2ty + i.
+            16 => [even[0], odd[0], even[1], odd[1]],
+            // Two vectors per row.
+            _ => [even[0], even[1], odd[0], odd[1]],
+        };
+        let at = oc * ctx.h * ctx.w + b * 64;
         for (k, mut val) in rows.into_iter().enumerate() {
             // SAFETY: the block's 64 outputs of channel oc lie inside the image (whole blocks), as do the
             // residual's.
