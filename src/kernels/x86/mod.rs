@@ -134,6 +134,32 @@ pub(crate) fn drive(
     });
 }
 
+/// The tasks of the lane-Winograd kernels: `blocks x groups` (block-major) in one contiguous share per worker.
+/// A worker builds each block's transformed input once, `prep(worker, block)`, before the first of that
+/// block's groups it meets, then runs `group(worker, block, group)`; a block split between workers is
+/// transformed by both.
+pub(crate) fn lane_blocks(
+    par: &dyn Parallel,
+    blocks: usize,
+    groups: usize,
+    prep: &(dyn Fn(usize, usize) + Sync),
+    group: &(dyn Fn(usize, usize, usize) + Sync),
+) {
+    let tasks = blocks * groups;
+    let chunks = tasks.min(par.workers());
+    par.run(chunks, &|w, chunk| {
+        let mut current = usize::MAX;
+        for i in share(tasks, chunks, chunk) {
+            let (b, g) = (i / groups, i % groups);
+            if b != current {
+                prep(w, b);
+                current = b;
+            }
+            group(w, b, g);
+        }
+    });
+}
+
 /// The planes of `workers` workers in the scratch: one copy, or one per worker ([`banded`]).
 #[derive(Clone, Copy)]
 pub(crate) struct PlaneCopies<T> {

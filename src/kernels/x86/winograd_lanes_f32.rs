@@ -20,8 +20,8 @@
 
 use super::winograd::{input_transform, output_transform, weight_transform};
 use super::winograd_i8::same_3x3;
-use super::{panel_stride, Shared};
-use crate::kernels::packed::{share, ConvPack, InPlace, Parallel};
+use super::{lane_blocks, panel_stride, Shared};
+use crate::kernels::packed::{ConvPack, InPlace, Parallel};
 use crate::kernels::{ConvGeom, F32ConvParams};
 use core::arch::x86_64::*;
 use std::prelude::v1::*;
@@ -167,8 +167,6 @@ pub(super) fn run(
     debug_assert!(x.len() == g.input_len() && y.len() == g.output_len());
     let hw = g.h_out * g.w_out;
     let (blocks, obs) = (pack.tiles, pack.blocks(g.c_out));
-    let tasks = blocks * obs;
-    let chunks = tasks.min(par.workers());
     for n in 0..g.n {
         let ctx = Ctx {
             pack,
@@ -184,25 +182,11 @@ pub(super) fn run(
             lo: p.clamp.0,
             hi: p.clamp.1,
         };
-        let ctx = &ctx;
-        // Each worker takes a contiguous share of the (block, channel group) tasks, block-major, and builds
-        // the `V` of each block it meets (a block split between workers is transformed by both: a few percent
-        // of its products).
-        par.run(chunks, &|w, chunk| {
-            let mut current = usize::MAX;
-            for i in share(tasks, chunks, chunk) {
-                let (b, ob) = (i / obs, i % obs);
-                // SAFETY: the registry lists this kernel under the avx512 tier (F and DQ); worker w only
-                // touches panel w, and tasks write disjoint outputs.
-                unsafe {
-                    if b != current {
-                        input_tiles(ctx, w, b);
-                        current = b;
-                    }
-                    products(ctx, w, ob);
-                    outputs(ctx, w, b, ob);
-                }
-            }
+        // SAFETY (both): the registry lists this kernel under the avx512 tier (F and DQ); worker w only
+        // touches panel w, and tasks write disjoint outputs.
+        lane_blocks(par, blocks, obs, &|w, b| unsafe { input_tiles(&ctx, w, b) }, &|w, b, ob| unsafe {
+            products(&ctx, w, ob);
+            outputs(&ctx, w, b, ob);
         });
     }
 }

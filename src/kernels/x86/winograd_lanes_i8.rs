@@ -17,8 +17,8 @@
 
 use super::requant::Epilogue;
 use super::winograd_i8::{at, bt, exact_with_bias, nth, same_3x3, transforms, unscale, XI};
-use super::{panel_stride, Shared};
-use crate::kernels::packed::{share, ConvPack, InPlace, Parallel};
+use super::{lane_blocks, panel_stride, Shared};
+use crate::kernels::packed::{ConvPack, InPlace, Parallel};
 use crate::kernels::{ConvGeom, QConvParams};
 use core::arch::x86_64::*;
 use std::prelude::v1::*;
@@ -217,30 +217,16 @@ pub(super) fn run(
         pad_row: [p.x_zero_point as i8; 64],
     };
     let (blocks, obs) = (pack.tiles, g.c_out / OB);
-    let tasks = blocks * obs;
-    let chunks = tasks.min(par.workers());
     for n in 0..g.n {
         ctx.x = x[n * g.c_in * hw..].as_ptr();
         ctx.y = Shared(y[n * g.c_out * hw..].as_mut_ptr());
         ctx.res = residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut i8));
         let ctx = &ctx;
-        // Each worker takes a contiguous share of the (block, channel group) tasks, block-major, and builds
-        // the `V` of each block it meets (a block split between workers is transformed by both).
-        par.run(chunks, &|w, chunk| {
-            let mut current = usize::MAX;
-            for i in share(tasks, chunks, chunk) {
-                let (b, ob) = (i / obs, i % obs);
-                // SAFETY: the registry lists this kernel under the avx512vnni tier and `suits` checked VBMI;
-                // worker w only touches panel w, and tasks write disjoint outputs.
-                unsafe {
-                    if b != current {
-                        input_tiles(ctx, w, b);
-                        current = b;
-                    }
-                    products(ctx, w, ob);
-                    outputs(ctx, w, b, ob);
-                }
-            }
+        // SAFETY (both): the registry lists this kernel under the avx512vnni tier and `suits` checked VBMI;
+        // worker w only touches panel w, and tasks write disjoint outputs.
+        lane_blocks(par, blocks, obs, &|w, b| unsafe { input_tiles(ctx, w, b) }, &|w, b, ob| unsafe {
+            products(ctx, w, ob);
+            outputs(ctx, w, b, ob);
         });
     }
 }
