@@ -146,6 +146,8 @@ fn boundary_matrix() -> Vec<ConvGeom> {
         // also the 3x3 "same" cases of those widths above, the stem's 3 channels included): two blocks, odd
         // input channels, a partial group of 16 output channels, split over 2 and 3 workers mid-block.
         geom(1, 5, (16, 8), 17, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
+        // ... and 7x7 outputs (as 8x8, column and row 7 outside) with weights past 256 x 256 channels, a batch.
+        geom(2, 257, (7, 7), 260, (3, 3), (1, 1), 1, (1, 1, 1, 1)),
     ];
     let mut rng = Rng::new(0x7135);
     for _ in 0..40 {

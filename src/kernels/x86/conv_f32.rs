@@ -8,7 +8,7 @@
 //! a quarter of them at 7x7, so AVX-512 turns the tile around there ("row" kernel): output channels in the
 //! lanes, weights `[m/32][kp][32]`, and a task is 32 channels x 14 real positions (one 14-wide run of a row,
 //! or two 7-wide rows), each position's input broadcast from the planes. Outputs are scattered per position.
-//! 3x3 stride-1 layers with outputs 8, 16 or 32 wide go to [`super::winograd_lanes_f32`] instead.
+//! 3x3 stride-1 layers with outputs 8, 16 or 32 wide, or 7x7, go to [`super::winograd_lanes_f32`] instead.
 
 use super::avx2::{compress, first, store_first, tile_halves, Half};
 use super::{

@@ -1,8 +1,9 @@
 //! f32 3x3 stride-1 convolution by Winograd F(2x2, 3x3) with the tiles in the lanes (AVX-512), for outputs 8,
-//! 16 or 32 wide (ResNet-20's three stages and its stem). A block is 16 tiles, one vector: 4, 2 or 1 tile rows,
-//! the 64 outputs of a channel that lie contiguous in the output. [`super::winograd`] puts 32 grid positions
-//! in a tile, so an 8x8 output (16 tiles on a 5-wide grid) left half its lanes idle, and it fills phase
-//! planes first. The transforms are that module's, so the rounding is too.
+//! 16 or 32 wide (ResNet-20's three stages and its stem) and 7x7 (ResNet-18's last stage). A block is 16
+//! tiles, one vector: 4, 2 or 1 tile rows, the 64 outputs of a channel that lie contiguous in the output (7x7:
+//! the 8x8 block with column and row 7 outside). [`super::winograd`] puts 32 grid positions in a tile, so an
+//! 8x8 output (16 tiles on a 5-wide grid) left half its lanes idle, and it fills phase planes first. The
+//! transforms are that module's, so the rounding is too.
 //!
 //! - The input transform reads the planar input rows in place: tap `(i, j)` of the 16 tiles is one
 //!   `vpermt2ps` from two registers holding the input rows of the block's tile rows (padding rows read from
@@ -11,11 +12,16 @@
 //!   time ([`OB`]), 16 independent accumulators: `M` is `[16][OB][16]`.
 //! - The output transform runs per output channel on the 16 tiles; one `vpermt2ps` per 16 outputs of a row
 //!   parity interleaves the tiles' two columns (8 wide: `vshuff32x4` then pairs the rows), so the block's 64
-//!   outputs go out as four whole vectors, residual and clamp included.
+//!   outputs go out as four whole vectors, residual and clamp included (7x7: compressed to 14 per row pair).
 //!
-//! On Zen 4, 1 thread (ResNet-20, `bench --profile`): the 8x8x64 layers went from 46 µs (the direct row
-//! kernel, about 85% of the FMA peak) to 22.5 µs, the 16x16x32 ones from 31 to 25 µs and the 32x32x16 ones
-//! from 38 to 29 µs ([`super::winograd`]), the stem from 13.9 to 10.1 µs; the net from 0.658 to about 0.49 ms.
+//! On Zen 4, 1 thread (`bench --profile`):
+//! - ResNet-20: the 8x8x64 layers went from 46 µs (the direct row kernel, about 85% of the FMA peak) to
+//!   22.5 µs, the 16x16x32 ones from 31 to 25 µs and the 32x32x16 ones from 38 to 29 µs ([`super::winograd`]),
+//!   the stem from 13.9 to 10.1 µs; the net from 0.658 to about 0.44-0.49 ms.
+//! - ResNet-18's 7x7x512 layers: 2.59 -> 1.59 ms (the net 27.1 -> 24.6 ms, 2 threads 14.4 -> 13.0). Their
+//!   weight transforms are 16.8 MB a layer against 9.4 MB of weights, streamed once per layer (a single
+//!   block); the process's peak RSS grows from 113 to 135 MB.
+//!
 //! Zen 5 (full-width AVX-512) is unmeasured.
 
 use super::winograd::{input_transform, output_transform, weight_transform};
@@ -33,13 +39,12 @@ const OB: usize = 16;
 /// Transformed positions of a 4x4 input tile.
 const XI: usize = 16;
 
-/// Layers this kernel takes: 3x3 stride 1 "same", outputs 8 wide in whole blocks of 8 rows, and weight
-/// transforms of at most 4 MB (as [`super::winograd`]).
+/// Layers this kernel takes: 3x3 stride 1 "same", outputs 8, 16 or 32 wide in whole blocks with weight
+/// transforms of at most 4 MB (as [`super::winograd`]), or 7x7 outputs of any channel count (one block, so
+/// the transforms stream once per layer).
 pub(super) fn suits(g: &ConvGeom) -> bool {
-    same_3x3(g)
-        && matches!(g.w_out, 8 | 16 | 32)
-        && g.h_out.is_multiple_of(64 / g.w_out)
-        && g.c_in * g.c_out <= 256 * 256
+    let whole_blocks = matches!(g.w_out, 8 | 16 | 32) && g.h_out.is_multiple_of(64 / g.w_out);
+    same_3x3(g) && (whole_blocks && g.c_in * g.c_out <= 256 * 256 || (g.h_out, g.w_out) == (7, 7))
 }
 
 /// The weight transforms, `[m/OB][16][c][OB]` (output channels past `m` zero), and the bias.
@@ -59,7 +64,7 @@ pub(super) fn pack(g: &ConvGeom, p: &F32ConvParams<'_>) -> ConvPack {
         k: c * 9,
         kp: c * 9,
         q: g.h_out * g.w_out / 4,
-        tiles: g.h_out * g.w_out / 64,
+        tiles: (g.h_out * g.w_out).div_ceil(64),
         w_out: g.w_out,
         wf,
         bf: p.bias.to_vec(),
@@ -84,7 +89,8 @@ struct Tables {
 
 /// [`Tables`] for outputs `w` wide.
 const fn tables(w: usize) -> Tables {
-    let tx_n = w / 2;
+    // 7 wide: as 8 wide, column 7 (padded 8) outside.
+    let (tx_n, rs) = (w.div_ceil(2), w.next_multiple_of(2));
     let mut t = Tables { gather: [([0; 16], 0); 4], to_rows: [[0; 16]; 2] };
     let mut l = 0;
     while l < 16 {
@@ -94,14 +100,14 @@ const fn tables(w: usize) -> Tables {
             // Padded column 2tx + j is input column 2tx + j - 1.
             let col = 2 * tx + j;
             if col >= 1 && col <= w {
-                t.gather[j].0[l] = (ty * w + col - 1) as i32;
+                t.gather[j].0[l] = (ty * rs + col - 1) as i32;
                 t.gather[j].1 |= 1 << l;
             }
             j += 1;
         }
         let mut s = 0;
         while s < 2 {
-            let (ty, col) = ((16 * s + l) / w, (16 * s + l) % w);
+            let (ty, col) = ((16 * s + l) / rs, (16 * s + l) % rs);
             t.to_rows[s][l] = (ty * tx_n + col / 2 + 16 * (col % 2)) as i32;
             s += 1;
         }
@@ -110,8 +116,8 @@ const fn tables(w: usize) -> Tables {
     t
 }
 
-/// Tables for outputs 8, 16 and 32 wide.
-static TABLES: [Tables; 3] = [tables(8), tables(16), tables(32)];
+/// Tables for outputs 8, 16, 32 and 7 wide.
+static TABLES: [Tables; 4] = [tables(8), tables(16), tables(32), tables(7)];
 
 /// What one task needs, for one image.
 struct Ctx<'p> {
@@ -174,7 +180,12 @@ pub(super) fn run(
             panels: Shared(scratch.as_mut_ptr()),
             y: Shared(y[n * g.c_out * hw..].as_mut_ptr()),
             res: residual.map(|r| Shared(r[n * g.c_out * hw..].as_ptr() as *mut f32)),
-            t: &TABLES[g.w_out.trailing_zeros() as usize - 3],
+            t: &TABLES[match g.w_out {
+                8 => 0,
+                16 => 1,
+                32 => 2,
+                _ => 3,
+            }],
             c: g.c_in,
             m: g.c_out,
             h: g.h_out,
@@ -210,11 +221,13 @@ unsafe fn input_tiles(ctx: &Ctx<'_>, w: usize, b: usize) {
             // SAFETY: each row pointer has w floats (a row of the image, or the zero row).
             let (lo, hi) = unsafe {
                 match ctx.w {
-                    8 => {
+                    7 | 8 => {
+                        // 7 wide: the rows' 7 floats (the last row of the image has no eighth).
+                        let keep = if ctx.w == 7 { 0x7f } else { 0xff };
                         let two = |r: isize| {
                             _mm512_insertf32x8::<1>(
-                                _mm512_castps256_ps512(_mm256_loadu_ps(ctx.row(ch, r))),
-                                _mm256_loadu_ps(ctx.row(ch, r + 2)),
+                                _mm512_castps256_ps512(_mm256_maskz_loadu_ps(keep, ctx.row(ch, r))),
+                                _mm256_maskz_loadu_ps(keep, ctx.row(ch, r + 2)),
                             )
                         };
                         (two(r), two(r + 4))
@@ -280,7 +293,7 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
         let [even, odd] = y.map(|[c0, c1]| to_rows.map(|t| _mm512_permutex2var_ps(c0, t, c1)));
         let rows = match ctx.w {
             // Rows 2ty, 2ty + 1 per vector, 8 each.
-            8 => [
+            7 | 8 => [
                 _mm512_shuffle_f32x4::<0x44>(even[0], odd[0]),
                 _mm512_shuffle_f32x4::<0xEE>(even[0], odd[0]),
                 _mm512_shuffle_f32x4::<0x44>(even[1], odd[1]),
@@ -291,6 +304,11 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
             // Two vectors per row.
             _ => [even[0], even[1], odd[0], odd[1]],
         };
+        if ctx.w == 7 {
+            // SAFETY: as in `row_pairs_7`.
+            unsafe { row_pairs_7(ctx, oc, rows, (lo, hi)) };
+            continue;
+        }
         let at = oc * ctx.h * ctx.w + b * 64;
         for (k, mut val) in rows.into_iter().enumerate() {
             // SAFETY: the block's 64 outputs of channel oc lie inside the image (whole blocks), as do the
@@ -301,6 +319,26 @@ unsafe fn outputs(ctx: &Ctx<'_>, w: usize, b: usize, ob: usize) {
                 }
                 _mm512_storeu_ps(ctx.y.get().add(at + 16 * k), _mm512_min_ps(_mm512_max_ps(val, lo), hi));
             }
+        }
+    }
+}
+
+/// Stores a 7x7 output channel `oc` from the 8-wide rows pairs of `rows` (rows 2k, 2k + 1 in vector k,
+/// column 7 and row 7 outside): each pair's 14 real lanes compressed to the front are 14 consecutive outputs.
+///
+/// # Safety
+/// AVX-512 F available; the output (and residual) is 7x7 with at least `oc + 1` channels.
+#[target_feature(enable = "avx512f")]
+unsafe fn row_pairs_7(ctx: &Ctx<'_>, oc: usize, rows: [__m512; 4], (lo, hi): (__m512, __m512)) {
+    for (k, val) in rows.into_iter().enumerate() {
+        let (at, keep) = (oc * 49 + 14 * k, if k < 3 { 0x3fff } else { 0x7f });
+        let mut val = _mm512_maskz_compress_ps(0x7f7f, val);
+        // SAFETY: the `keep` lanes from `at` are rows 2k, 2k + 1 (row 6 alone for k = 3) of channel oc.
+        unsafe {
+            if let Some(res) = ctx.res {
+                val = _mm512_add_ps(val, _mm512_maskz_loadu_ps(keep, res.get().add(at)));
+            }
+            _mm512_mask_storeu_ps(ctx.y.get().add(at), keep, _mm512_min_ps(_mm512_max_ps(val, lo), hi));
         }
     }
 }
