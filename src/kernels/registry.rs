@@ -169,6 +169,8 @@ kernels! {
     #[cfg(target_arch = "x86_64")]
     f32_maxpool_avx2: Avx2, F32MaxPool(super::x86::f32_maxpool_avx2);
     #[cfg(target_arch = "x86_64")]
+    qs8_maxpool_3x3s2_avx512: Avx512, QMaxPool(super::x86::qs8_maxpool_avx512);
+    #[cfg(target_arch = "x86_64")]
     qs8_maxpool_avx2: Avx2, QMaxPool(super::x86::qs8_maxpool_avx2);
     f32_avgpool_scalar: Scalar, F32AvgPool(generic::f32_avgpool_scalar);
     qs8_avgpool_requant_scalar: Scalar, QAvgPool(generic::qs8_avgpool_scalar);

@@ -27,7 +27,7 @@ mod winograd_lanes_i8;
 pub use conv_f32::{F32_CONV_AVX2, F32_CONV_AVX512};
 pub use conv_i8::{QS8_CONV_AVX2, QS8_CONV_VNNI};
 pub use eltwise::{qs8_add_avx2, qs8_add_avx512};
-pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2};
+pub use pool::{f32_maxpool_avx2, qs8_maxpool_avx2, qs8_maxpool_avx512};
 pub use quantize::quantize_avx512;
 
 pub(crate) use super::packed::Shared;

@@ -180,6 +180,72 @@ unsafe fn qs8_avx2(g: &ConvGeom, x: &[i8], y: &mut [i8]) {
     max_pool_rows(g, x, i8::MIN, y, |a, r| unsafe { max_into_i8(a, r) }, |b, out| unsafe { max3s2_i8(b, out) })
 }
 
+/// The lanes `l` of a 64-byte load from input column `c0` with `0 <= c0 + l < w`.
+fn row_mask(c0: isize, w: usize) -> u64 {
+    let below = |n: isize| {
+        if n <= 0 {
+            0
+        } else if n >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << n) - 1
+        }
+    };
+    below(w as isize - c0) & !below(-c0)
+}
+
+/// int8 3x3 stride-2 max pooling (ResNet's stem pool) with AVX-512 BW, no scalar tails and no buffer: 32
+/// outputs per step from two vertical maxima of 64 input columns, from columns `2 · ox0 - pad_l` and two
+/// further on (masked loads fill the padding with -128), whose even and odd bytes as sign-extended 16-bit
+/// lanes give `max(taps 0, 1, 2)`. The AVX2 kernel (scalar row tails) and a version through a row buffer
+/// (its unaligned reloads miss store forwarding) both took 0.15 ms on ResNet-18's pool, Zen 4.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VL; `g` is 3x3, stride 2, dilation 1; `x` and `y` hold `g`'s input and output.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn qs8_3x3s2_avx512(g: &ConvGeom, x: &[i8], y: &mut [i8]) {
+    let (hw_in, hw_out) = (g.h_in * g.w_in, g.h_out * g.w_out);
+    let min = _mm512_set1_epi8(i8::MIN);
+    let even = |v: __m512i| _mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(v));
+    for (xc, yc) in x.chunks_exact(hw_in).zip(y.chunks_exact_mut(hw_out)) {
+        for (oy, yr) in yc.chunks_exact_mut(g.w_out).enumerate() {
+            let row = |ky| g.in_y(oy, ky).map(|iy| xc[iy * g.w_in..].as_ptr());
+            let rows = [row(0), row(1), row(2)];
+            for ox0 in (0..g.w_out).step_by(32) {
+                let c0 = (2 * ox0) as isize - g.pad_l as isize;
+                let (ka, kb) = (row_mask(c0, g.w_in), row_mask(c0 + 2, g.w_in));
+                let (mut a, mut b) = (min, min);
+                for row in rows.iter().flatten() {
+                    // SAFETY: only the lanes of columns inside the row are read (masked lanes never fault).
+                    unsafe {
+                        a = _mm512_max_epi8(a, _mm512_mask_loadu_epi8(min, ka, row.wrapping_offset(c0)));
+                        b = _mm512_max_epi8(b, _mm512_mask_loadu_epi8(min, kb, row.wrapping_offset(c0 + 2)));
+                    }
+                }
+                let m = _mm512_max_epi16(_mm512_max_epi16(even(a), _mm512_srai_epi16::<8>(a)), even(b));
+                let keep = u32::MAX >> (32 - (g.w_out - ox0).min(32));
+                // SAFETY: the `keep` bytes from ox0 are this row's outputs.
+                unsafe { _mm256_mask_storeu_epi8(yr.as_mut_ptr().add(ox0), keep, _mm512_cvtepi16_epi8(m)) };
+            }
+        }
+    }
+}
+
+/// int8 max pooling (tier `avx512`): the 3x3 stride-2 windows of ResNet's stem by [`qs8_3x3s2_avx512`],
+/// others by the AVX2 kernel.
+pub fn qs8_maxpool_avx512(g: &ConvGeom, x: &[i8], y: &mut [i8]) {
+    let fits = (g.kh, g.kw, g.stride_h, g.stride_w, g.dil_h, g.dil_w) == (3, 3, 2, 2, 1, 1);
+    // SAFETY: the registry lists this kernel under the avx512 tier, picked only when the CPU has it (which
+    // includes AVX2).
+    unsafe {
+        if fits && g.w_out > 0 && g.h_in * g.w_in > 0 {
+            qs8_3x3s2_avx512(g, x, y)
+        } else {
+            qs8_avx2(g, x, y)
+        }
+    }
+}
+
 /// f32 max pooling (tier `avx2`; listed only for CPUs that have it).
 pub fn f32_maxpool_avx2(g: &ConvGeom, x: &[f32], y: &mut [f32]) {
     // SAFETY: the registry lists this kernel under the avx2 tier, picked only when the CPU has it.
